@@ -1,0 +1,240 @@
+"""The operator's catalog: ids and codes the API exposes -> files and defaults.
+
+Loaded from one YAML file (``OPENPIK_CATALOG``). Relative paths are relative to that
+file. Errors name the file, the entry and the field.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Architecture = Literal["sd15"]
+
+
+class CatalogError(ValueError):
+    """The catalog file is unreadable or breaks a rule; the message says where."""
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InferenceDefaults(_Entry):
+    steps: int = Field(default=20, ge=1, le=150)
+    sampler: str = "Euler a"
+    cfg_scale: float = Field(default=7.0, ge=0, le=30)
+    clip_skip: int = Field(default=1, ge=1, le=12)
+    width: int = Field(default=512, ge=16)
+    height: int = Field(default=512, ge=16)
+
+
+class MainModel(_Entry):
+    id: int = Field(ge=1)
+    model_code: str
+    name: str
+    path: Path = Field(description="A diffusers folder or a single-file .safetensors checkpoint")
+    architecture: Architecture = "sd15"
+    config: Path | None = Field(
+        default=None,
+        description="Diffusers folder with the configs of a single-file checkpoint "
+        "(default: the vendored configs/sd15)",
+    )
+    defaults: InferenceDefaults = InferenceDefaults()
+    vae: int | None = Field(default=None, description="Id of the default VAE")
+    owner: str | None = Field(default=None, description="PublicKey that owns this custom_model")
+    group: str = "default"
+
+    @property
+    def format(self) -> Literal["diffusers", "single_file"]:
+        return "single_file" if self.path.suffix in {".safetensors", ".ckpt"} else "diffusers"
+
+
+class Vae(_Entry):
+    id: int = Field(ge=1)
+    model_code: str
+    name: str = ""
+    path: Path
+
+
+class Lora(_Entry):
+    id: int = Field(ge=1)
+    model_code: str
+    name: str
+    path: Path
+    architecture: Architecture = "sd15"
+    trigger_words: list[str] = []
+    default_weight: float = Field(default=1.0, ge=-1, le=2)
+
+
+class ControlNet(_Entry):
+    id: int = Field(ge=1)
+    model_code: str
+    name: str
+    path: Path
+    architecture: Architecture = "sd15"
+
+
+class PreprocessorParam(_Entry):
+    name: str
+    default: float
+    min: float
+    max: float
+    step: float
+
+    @model_validator(mode="after")
+    def _default_in_range(self) -> PreprocessorParam:
+        if not self.min <= self.default <= self.max:
+            raise ValueError(f"default {self.default} outside [{self.min}, {self.max}]")
+        return self
+
+
+class Preprocessor(_Entry):
+    id: int = Field(ge=1)
+    model_code: str
+    name: str
+    detector: str = Field(description="Key of the worker's detector table, e.g. canny")
+    has_resolution: bool = False
+    default_resolution: int = 512
+    params: list[PreprocessorParam] = Field(default=[], max_length=2)
+
+
+class Preset(_Entry):
+    id: int = Field(ge=1, le=4)
+    name: str
+    controlnet: int = Field(description="ControlNet model id")
+    preprocessor: int = Field(description="Preprocessor id")
+    resolution: int = 512
+    params: list[float] = Field(default=[], max_length=2)
+    start: float = 0.0
+    end: float = 1.0
+    mode: Literal["Balanced", "MyPromptIsMoreImportant", "ControlNetIsMoreImportant"] = "Balanced"
+    resize_mode: Literal["JustResize", "CropAndResize", "ResizeAndFill"] = "CropAndResize"
+
+
+class Catalog(_Entry):
+    version: Literal[1] = 1
+    annotators_dir: Path | None = None
+    main_models: list[MainModel] = Field(min_length=1)
+    vaes: list[Vae] = []
+    loras: list[Lora] = []
+    controlnets: list[ControlNet] = []
+    preprocessors: list[Preprocessor] = []
+    presets: list[Preset] = []
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Catalog:
+        for kind in ("main_models", "vaes", "loras", "controlnets", "preprocessors", "presets"):
+            _require_unique(kind, getattr(self, kind), "id")
+            if kind != "presets":
+                _require_unique(kind, getattr(self, kind), "model_code")
+        vae_ids = {v.id for v in self.vaes}
+        for i, model in enumerate(self.main_models):
+            if model.vae is not None and model.vae not in vae_ids:
+                raise ValueError(f"main_models[{i}] (id {model.id}).vae: no VAE with id {model.vae}")
+        controlnet_ids = {c.id for c in self.controlnets}
+        preprocessor_ids = {p.id for p in self.preprocessors}
+        for i, preset in enumerate(self.presets):
+            if preset.controlnet not in controlnet_ids:
+                raise ValueError(f"presets[{i}] (id {preset.id}).controlnet: no ControlNet with id {preset.controlnet}")
+            if preset.preprocessor not in preprocessor_ids:
+                raise ValueError(
+                    f"presets[{i}] (id {preset.id}).preprocessor: no preprocessor with id {preset.preprocessor}"
+                )
+        return self
+
+    def main_model(self, model_id: int) -> MainModel | None:
+        return next((m for m in self.main_models if m.id == model_id), None)
+
+    def vae(self, vae_id: int) -> Vae | None:
+        return next((v for v in self.vaes if v.id == vae_id), None)
+
+    def lora(self, lora_id: int) -> Lora | None:
+        return next((lo for lo in self.loras if lo.id == lora_id), None)
+
+    def controlnet(self, controlnet_id: int) -> ControlNet | None:
+        return next((c for c in self.controlnets if c.id == controlnet_id), None)
+
+    def preprocessor(self, preprocessor_id: int) -> Preprocessor | None:
+        return next((p for p in self.preprocessors if p.id == preprocessor_id), None)
+
+    def preset(self, preset_id: int) -> Preset | None:
+        return next((p for p in self.presets if p.id == preset_id), None)
+
+    def referenced_files(self) -> list[tuple[str, Path]]:
+        """(entry label, path) for every file or folder the catalog points to."""
+        files = [(f"main_models id {m.id}", m.path) for m in self.main_models]
+        files += [(f"main_models id {m.id} config", m.config) for m in self.main_models if m.config]
+        files += [(f"vaes id {v.id}", v.path) for v in self.vaes]
+        files += [(f"loras id {lo.id}", lo.path) for lo in self.loras]
+        files += [(f"controlnets id {c.id}", c.path) for c in self.controlnets]
+        return files
+
+
+def _require_unique(kind: str, entries: list[BaseModel], field: str) -> None:
+    seen: dict[object, int] = {}
+    for i, entry in enumerate(entries):
+        value = getattr(entry, field)
+        if value in seen:
+            raise ValueError(f"{kind}[{i}].{field}: {value!r} already used by {kind}[{seen[value]}]")
+        seen[value] = i
+
+
+VENDORED_SD15_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sd15"
+
+
+def load_catalog(path: str | Path) -> Catalog:
+    """Read and validate a catalog; relative paths become absolute against its folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read catalog: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{path}: the catalog must be a mapping with main_models, loras, ...")
+    try:
+        catalog = Catalog.model_validate(raw)
+    except ValidationError as exc:
+        raise CatalogError(f"{path}: {_describe(exc, raw)}") from None
+    return _absolute(catalog, path.resolve().parent)
+
+
+def _describe(exc: ValidationError, raw: dict) -> str:
+    problems = []
+    for error in exc.errors():
+        loc = error["loc"]
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+        entry = _entry_label(raw, loc)
+        problems.append(f"{where}{entry}: {error['msg']}")
+    return "; ".join(problems) if problems else str(exc)
+
+
+def _entry_label(raw: dict, loc: tuple) -> str:
+    if len(loc) >= 2 and isinstance(loc[1], int):
+        try:
+            entry = raw[loc[0]][loc[1]]
+        except (KeyError, IndexError, TypeError):
+            return ""
+        if isinstance(entry, dict) and "id" in entry:
+            return f" (entry id {entry['id']})"
+    return ""
+
+
+def _absolute(catalog: Catalog, base: Path) -> Catalog:
+    def fix(entry: BaseModel, *fields: str) -> BaseModel:
+        updates = {f: base / getattr(entry, f) for f in fields if getattr(entry, f) is not None}
+        return entry.model_copy(update=updates)
+
+    return catalog.model_copy(
+        update={
+            "annotators_dir": base / catalog.annotators_dir if catalog.annotators_dir else None,
+            "main_models": [fix(m, "path", "config") for m in catalog.main_models],
+            "vaes": [fix(v, "path") for v in catalog.vaes],
+            "loras": [fix(lo, "path") for lo in catalog.loras],
+            "controlnets": [fix(c, "path") for c in catalog.controlnets],
+        }
+    )

@@ -1,0 +1,104 @@
+"""The Job: the one message the gateway sends a worker.
+
+Light on purpose (pydantic only): the gateway imports it, and it must never pull in torch.
+Every model reference is already resolved against the catalog, so a worker needs no
+catalog lookup to run a Job; images travel beside the Job (see ``ImageKey``), never in it.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+JOB_VERSION = 1
+
+ImageKey = str
+"""Name of an input image stored beside the Job (in Redis for queued Jobs)."""
+
+ModelFormat = Literal["diffusers", "single_file"]
+ControlMode = Literal["Balanced", "MyPromptIsMoreImportant", "ControlNetIsMoreImportant"]
+ResizeMode = Literal["JustResize", "CropAndResize", "ResizeAndFill"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelRef(_Frozen):
+    """A main model resolved to its files."""
+
+    model_id: int
+    path: str
+    format: ModelFormat
+    config_dir: str | None = Field(
+        default=None, description="Diffusers folder with the configs a single-file checkpoint needs"
+    )
+
+
+class VaeRef(_Frozen):
+    vae_id: int
+    path: str
+
+
+class LoraRef(_Frozen):
+    lora_id: int
+    path: str
+    weight: float = Field(ge=-1, le=2)
+
+    @property
+    def adapter_name(self) -> str:
+        return f"lora_{self.lora_id}"
+
+
+class ControlUnit(_Frozen):
+    """One ControlNet applied to the denoising (MultiControlNet when several)."""
+
+    controlnet_id: int
+    path: str
+    image: ImageKey
+    preprocessor: str = "none"
+    preprocessor_params: dict[str, float] = Field(default_factory=dict)
+    detect_resolution: int | None = None
+    weight: float = Field(default=1.0, ge=0, le=2)
+    start: float = Field(default=0.0, ge=0, le=1)
+    end: float = Field(default=1.0, ge=0, le=1)
+    mode: ControlMode = "Balanced"
+    resize_mode: ResizeMode = "JustResize"
+
+    @model_validator(mode="after")
+    def _window_ordered(self) -> ControlUnit:
+        if self.start > self.end:
+            raise ValueError("start must be <= end")
+        return self
+
+
+class Job(_Frozen):
+    version: Literal[1] = JOB_VERSION
+    task_id: str = ""
+    model: ModelRef
+    vae: VaeRef | None = Field(default=None, description="None: the checkpoint's own VAE")
+    prompt: str = ""
+    negative_prompt: str = ""
+    sampler: str = "Euler a"
+    steps: int = Field(default=20, ge=1, le=150)
+    cfg_scale: float = Field(default=7.0, ge=0, le=30)
+    seed: int = Field(default=-1, ge=-1, le=2**32 - 1, description="-1: the worker draws one")
+    width: int = Field(default=512, ge=16, multiple_of=8)
+    height: int = Field(default=512, ge=16, multiple_of=8)
+    batch_size: int = Field(default=1, ge=1, le=16)
+    clip_skip: int = Field(default=1, ge=1, le=12, description="A1111 meaning: 1 = last layer")
+    init_image: ImageKey | None = None
+    strength: float = Field(default=0.75, ge=0, le=1, description="img2img only")
+    loras: tuple[LoraRef, ...] = ()
+    controlnets: tuple[ControlUnit, ...] = Field(default=(), max_length=3)
+    tileable: bool = False
+
+    @property
+    def image_keys(self) -> list[ImageKey]:
+        keys = [self.init_image] if self.init_image else []
+        return keys + [unit.image for unit in self.controlnets]
+
+
+def round_dimension(value: int) -> int:
+    """A requested Width/Height -> the nearest multiple of 8 (halves up), at least 16."""
+    return max(16, (value + 4) // 8 * 8)

@@ -1,0 +1,62 @@
+"""Shared fixtures: the tiny offline models, built once per test session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_catalog_path(tmp_path_factory) -> Path:
+    from models_registry.tiny import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def catalog(tiny_catalog_path):
+    from models_registry.catalog import load_catalog
+
+    return load_catalog(tiny_catalog_path)
+
+
+@pytest.fixture(scope="session")
+def engine():
+    import torch
+
+    from openpik.settings import Settings
+    from worker.engine import Engine
+
+    torch.set_num_threads(2)
+    return Engine(Settings(device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def make_job(catalog):
+    """A small Job on the tiny models; keyword arguments override any field."""
+    from models_registry.resolve import default_vae_ref, lora_ref, model_ref
+    from openpik.job import Job
+
+    def make(model_id: int = 1, loras: dict[int, float] | None = None, **fields) -> Job:
+        model = catalog.main_model(model_id)
+        refs = tuple(lora_ref(catalog.lora(i), w) for i, w in (loras or {}).items())
+        base = dict(
+            model=model_ref(model), vae=default_vae_ref(catalog, model), prompt="an apple", negative_prompt="blurry",
+            sampler="Euler a", steps=8, cfg_scale=7.0, seed=1234, width=64, height=64, loras=refs,
+        )
+        return Job(**(base | fields))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def reference_image():
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    return Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))

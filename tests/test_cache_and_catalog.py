@@ -1,0 +1,84 @@
+"""Model loading: once per process, LRU eviction, offline single files, catalog errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models_registry.catalog import CatalogError, load_catalog
+from models_registry.resolve import model_ref
+from openpik.settings import Settings
+from tests.engine_helpers import pixels, run
+from worker.engine import Engine
+
+
+def test_a_second_job_on_the_same_model_does_not_load_it_again(engine, make_job):
+    run(engine, make_job(model_id=2, vae=None))
+    loads = engine.cache.stats.model_loads
+    run(engine, make_job(model_id=2, vae=None, seed=99))
+    assert engine.cache.stats.model_loads == loads
+
+
+def test_an_evicted_model_loads_again(make_job):
+    engine = Engine(Settings(device="cpu", pipeline_cache_mb=1))  # room for one tiny model only
+    run(engine, make_job(model_id=1, steps=2))
+    run(engine, make_job(model_id=1, steps=2))
+    assert engine.cache.stats.model_loads == 1
+    run(engine, make_job(model_id=2, steps=2))
+    run(engine, make_job(model_id=1, steps=2))
+    assert engine.cache.stats.model_loads == 3
+    assert engine.cache.stats.evictions == 2
+
+
+def test_the_two_tiny_main_models_differ(engine, make_job):
+    a = run(engine, make_job(model_id=1, vae=None))
+    b = run(engine, make_job(model_id=2, vae=None))
+    assert np.abs(pixels(a)[0] - pixels(b)[0]).max() > 5
+
+
+def test_single_file_checkpoint_loads_offline_and_matches_its_diffusers_twin(engine, make_job, catalog):
+    single = catalog.main_model(3)
+    assert model_ref(single).format == "single_file"
+    twin = run(engine, make_job(model_id=1, vae=None))
+    from_file = run(engine, make_job(model_id=3, vae=None))
+    assert np.array_equal(pixels(twin)[0], pixels(from_file)[0])
+
+
+def test_tiny_catalog_has_the_default_catalogs_ids(catalog):
+    default = load_catalog("configs/catalog.yaml")
+    assert catalog.main_models[0].id == 1
+    assert [c.id for c in catalog.controlnets] == [c.id for c in default.controlnets]
+    assert catalog.preprocessor(2).detector == "canny"
+    assert [p.model_dump() for p in catalog.presets] == [p.model_dump() for p in default.presets]
+    for preset in catalog.presets:
+        assert catalog.controlnet(preset.controlnet).path.exists()
+    assert all(path.exists() for _, path in catalog.referenced_files())
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("main_models:\n  - {id: 1, model_code: a, name: A, path: x, defaults: {steps: 500}}\n",
+         r"main_models\[0\]\.defaults\.steps \(entry id 1\)"),
+        ("main_models:\n  - {id: 1, model_code: a, name: A, path: x}\n  - {id: 1, model_code: b, name: B, path: y}\n",
+         r"main_models\[1\]\.id: 1 already used"),
+        ("main_models:\n  - {id: 1, model_code: a, name: A, path: x, colour: red}\n",
+         r"main_models\[0\]\.colour \(entry id 1\): Extra inputs"),
+        ("main_models:\n  - {id: 1, model_code: a, name: A, path: x, vae: 4}\n", r"\.vae: no VAE with id 4"),
+        ("main_models: [\n", r"not valid YAML"),
+    ],
+)
+def test_a_broken_catalog_names_the_file_entry_and_field(tmp_path, yaml_text, expected):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml_text)
+    with pytest.raises(CatalogError, match=expected) as error:
+        load_catalog(broken)
+    assert str(broken) in str(error.value)
+
+
+def test_models_check_reports_a_missing_file(tmp_path, capsys):
+    from models_registry.cli import main
+
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text("main_models:\n  - {id: 1, model_code: a, name: A, path: gone.safetensors}\n")
+    assert main(["--catalog", str(catalog), "check"]) == 1
+    assert "missing: main_models id 1" in capsys.readouterr().out

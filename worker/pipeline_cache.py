@@ -1,0 +1,128 @@
+"""Loaded models, kept per worker process: main models, VAEs and LoRA adapters.
+
+Loading a checkpoint costs seconds; running one costs milliseconds per step. So each main
+model is loaded once and reused, least recently used first out when the memory budget is
+exceeded. LoRAs stay loaded as named adapters of the model they were loaded into and are
+selected per request (``set_adapters``), never fused: fusing is not bit-exact to undo.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+from diffusers import AutoencoderKL, StableDiffusionPipeline
+
+from openpik.job import LoraRef, ModelRef, VaeRef
+from worker.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A main model's components and the LoRA adapters loaded into them (LRU order)."""
+
+    pipe: StableDiffusionPipeline
+    nbytes: int
+    adapters: OrderedDict[str, str] = field(default_factory=OrderedDict)
+
+
+@dataclass
+class CacheStats:
+    model_loads: int = 0
+    model_hits: int = 0
+    vae_loads: int = 0
+    lora_loads: int = 0
+    evictions: int = 0
+
+
+class PipelineCache:
+    def __init__(self, device: torch.device, dtype: torch.dtype, budget_bytes: int, lora_slots: int):
+        self.device = device
+        self.dtype = dtype
+        self.budget_bytes = budget_bytes
+        self.lora_slots = lora_slots
+        self.stats = CacheStats()
+        self._models: OrderedDict[ModelRef, LoadedModel] = OrderedDict()
+        self._vaes: OrderedDict[VaeRef, AutoencoderKL] = OrderedDict()
+
+    def model(self, ref: ModelRef) -> LoadedModel:
+        """The loaded model for ``ref``, loading it (and evicting others) when needed."""
+        if ref in self._models:
+            self._models.move_to_end(ref)
+            self.stats.model_hits += 1
+            return self._models[ref]
+        pipe = self._load(ref)
+        loaded = LoadedModel(pipe=pipe, nbytes=_module_bytes(pipe.unet, pipe.vae, pipe.text_encoder))
+        self._evict_to_fit(loaded.nbytes)
+        self._models[ref] = loaded
+        self.stats.model_loads += 1
+        return loaded
+
+    def vae(self, ref: VaeRef) -> AutoencoderKL:
+        if ref not in self._vaes:
+            try:
+                vae = AutoencoderKL.from_pretrained(ref.path, dtype=self.dtype, local_files_only=True)
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(f"VAE {ref.vae_id} could not be loaded from {ref.path}: {exc}") from exc
+            self._vaes[ref] = vae.to(self.device)
+            self.stats.vae_loads += 1
+        self._vaes.move_to_end(ref)
+        return self._vaes[ref]
+
+    def select_loras(self, loaded: LoadedModel, loras: tuple[LoraRef, ...]) -> None:
+        """Activate exactly ``loras`` with their weights; no LoRA at all when empty."""
+        pipe = loaded.pipe
+        if not loras:
+            if loaded.adapters:
+                pipe.disable_lora()
+            return
+        for lora in loras:
+            self._ensure_adapter(loaded, lora)
+        pipe.enable_lora()
+        pipe.set_adapters([lo.adapter_name for lo in loras], [lo.weight for lo in loras])
+
+    def _ensure_adapter(self, loaded: LoadedModel, lora: LoraRef) -> None:
+        name = lora.adapter_name
+        if name in loaded.adapters:
+            loaded.adapters.move_to_end(name)
+            return
+        while len(loaded.adapters) >= self.lora_slots:
+            oldest, _ = loaded.adapters.popitem(last=False)
+            loaded.pipe.delete_adapters(oldest)
+        try:
+            loaded.pipe.load_lora_weights(lora.path, adapter_name=name)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"LoRA {lora.lora_id} could not be loaded from {lora.path}: {exc}") from exc
+        loaded.adapters[name] = lora.path
+        self.stats.lora_loads += 1
+
+    def _load(self, ref: ModelRef) -> StableDiffusionPipeline:
+        log.info("loading main model %s from %s", ref.model_id, ref.path)
+        options = dict(dtype=self.dtype, local_files_only=True, safety_checker=None, requires_safety_checker=False)
+        try:
+            if ref.format == "single_file":
+                pipe = StableDiffusionPipeline.from_single_file(ref.path, config=ref.config_dir, **options)
+            else:
+                pipe = StableDiffusionPipeline.from_pretrained(ref.path, **options)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelLoadError(f"main model {ref.model_id} could not be loaded from {ref.path}: {exc}") from exc
+        pipe.set_progress_bar_config(disable=True)
+        return pipe.to(self.device)
+
+    def _evict_to_fit(self, incoming: int) -> None:
+        while self._models and self._resident_bytes() + incoming > self.budget_bytes:
+            ref, _ = self._models.popitem(last=False)
+            log.info("evicting main model %s", ref.model_id)
+            self.stats.evictions += 1
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _resident_bytes(self) -> int:
+        return sum(m.nbytes for m in self._models.values())
+
+
+def _module_bytes(*modules: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for m in modules for p in m.parameters())

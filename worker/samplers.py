@@ -1,0 +1,162 @@
+"""The one table of samplers: PICPIK (A1111) sampler names -> diffusers schedulers.
+
+Light on purpose: the gateway imports this module to validate names, so it must never pull in
+torch or diffusers. Scheduler classes are named by strings and imported only in
+``make_scheduler``.
+
+The mapping follows the A1111/k-diffusion table of diffusers' scheduler overview
+(docs/source/en/api/schedulers/overview.md), with one deliberate difference: that table maps
+"DPM++ SDE" to DPMSolverSinglestepScheduler, but DPMSolverSDEScheduler is the actual port of
+k-diffusion's ``sample_dpmpp_sde`` (Brownian-tree noise, midpoint step) that A1111 runs.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from diffusers import SchedulerMixin
+
+
+class UnknownSamplerError(ValueError):
+    """A sampler name this backend cannot run; the message names it and says why."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """How to build one sampler: a diffusers scheduler class plus config overrides."""
+
+    scheduler_class: str
+    """Name of the class in the ``diffusers`` namespace (a string: nothing heavy at import)."""
+    config: Mapping[str, Any]
+    """Overrides applied on top of the model's own scheduler config (read-only)."""
+    needs_generator_seed: bool = False
+    """The scheduler ignores the pipeline's generator; seed it through ``make_scheduler(seed=)``."""
+    note: str = ""
+
+
+def _spec(scheduler_class: str, note: str = "", **config: Any) -> SamplerSpec:
+    return SamplerSpec(
+        scheduler_class,
+        MappingProxyType(config),
+        # DPMSolverSDEScheduler draws its noise from a torchsde Brownian tree seeded by
+        # noise_sampler_seed; its step() takes no generator.
+        needs_generator_seed=scheduler_class == "DPMSolverSDEScheduler",
+        note=note,
+    )
+
+
+_KARRAS = {"use_karras_sigmas": True}
+_SDE = {"algorithm_type": "sde-dpmsolver++"}
+# DPMSolverSinglestepScheduler defaults to lower_order_final=False, which does not go with its
+# default final_sigmas_type="zero": every set_timesteps() logs a warning and sets the flag anyway.
+_SINGLESTEP = {"lower_order_final": True}
+_2S_A_NOTE = (
+    "No exact port in diffusers: DPMSolverSinglestepScheduler is the closest (the docs call it"
+    " 'very similar'), and unlike A1111's ancestral sampler it adds no fresh noise per step."
+)
+_LMS_NOTE = "Needs scipy (coefficients are integrated with scipy.integrate)."
+_SDE_NOTE = "Seeded through noise_sampler_seed, not the pipeline generator."
+
+SAMPLERS: dict[str, SamplerSpec] = {
+    "Euler a": _spec("EulerAncestralDiscreteScheduler"),
+    "Euler": _spec("EulerDiscreteScheduler"),
+    "LMS": _spec("LMSDiscreteScheduler", _LMS_NOTE),
+    "LMS Karras": _spec("LMSDiscreteScheduler", _LMS_NOTE, **_KARRAS),
+    "Heun": _spec("HeunDiscreteScheduler"),
+    "DPM2": _spec("KDPM2DiscreteScheduler"),
+    "DPM2 Karras": _spec("KDPM2DiscreteScheduler", **_KARRAS),
+    "DPM2 a": _spec("KDPM2AncestralDiscreteScheduler"),
+    "DPM2 a Karras": _spec("KDPM2AncestralDiscreteScheduler", **_KARRAS),
+    "DPM++ 2M": _spec("DPMSolverMultistepScheduler"),
+    "DPM++ 2M Karras": _spec("DPMSolverMultistepScheduler", **_KARRAS),
+    "DPM++ SDE": _spec("DPMSolverSDEScheduler", _SDE_NOTE),
+    "DPM++ SDE Karras": _spec("DPMSolverSDEScheduler", _SDE_NOTE, **_KARRAS),
+    "DPM++ 2M SDE": _spec("DPMSolverMultistepScheduler", **_SDE),
+    "DPM++ 2M SDE Karras": _spec("DPMSolverMultistepScheduler", **_SDE, **_KARRAS),
+    "DPM++ 2S a": _spec("DPMSolverSinglestepScheduler", _2S_A_NOTE, **_SINGLESTEP),
+    "DPM++ 2S a Karras": _spec(
+        "DPMSolverSinglestepScheduler", _2S_A_NOTE, **_SINGLESTEP, **_KARRAS
+    ),
+    "DDIM": _spec("DDIMScheduler"),
+    # PLMS is PNDM without its Runge-Kutta warm-up steps.
+    "PLMS": _spec("PNDMScheduler", skip_prk_steps=True),
+    "UniPC": _spec("UniPCMultistepScheduler"),
+    "LCM": _spec("LCMScheduler", "Only useful with LCM-distilled weights or an LCM LoRA."),
+}
+
+NO_DIFFUSERS_EQUIVALENT = ("DPM fast", "DPM adaptive")
+"""A1111 names that diffusers has no scheduler for; they are rejected, not approximated."""
+
+# AI Horde's sampler names (KNOWN_SAMPLERS). Horde asks for Karras sigmas with a separate
+# `karras` flag, so every alias names the non-Karras sampler; its "lcm" and "DDIM" already match
+# canonical names. "dpmsolver" is CompVis' DPM-Solver sampler: multistep DPM-Solver++, order 2.
+HORDE_ALIASES = {
+    "k_euler_a": "Euler a",
+    "k_euler": "Euler",
+    "k_lms": "LMS",
+    "k_heun": "Heun",
+    "k_dpm_2": "DPM2",
+    "k_dpm_2_a": "DPM2 a",
+    "k_dpmpp_2m": "DPM++ 2M",
+    "k_dpmpp_sde": "DPM++ SDE",
+    "k_dpmpp_2s_a": "DPM++ 2S a",
+    "dpmsolver": "DPM++ 2M",
+    "k_dpm_fast": "DPM fast",
+    "k_dpm_adaptive": "DPM adaptive",
+}
+
+_LOOKUP = {
+    name.casefold(): name for name in (*SAMPLERS, *NO_DIFFUSERS_EQUIVALENT)
+} | {alias.casefold(): target for alias, target in HORDE_ALIASES.items()}
+
+_ACCEPTED = ", ".join(
+    [*SAMPLERS, *(alias for alias, target in HORDE_ALIASES.items() if target in SAMPLERS)]
+)
+
+# Config keys a sampler choice owns. They are dropped from the base config before building, so a
+# config taken from the previous job's scheduler (say DPM++ 2M SDE Karras, or a seeded DPM++ SDE)
+# cannot leak its flags into the next sampler. The alternatives to Karras sigmas go too: diffusers
+# refuses more than one sigma schedule at once.
+_SAMPLER_KEYS = frozenset(
+    {key for spec in SAMPLERS.values() for key in spec.config}
+    | {"noise_sampler_seed", "use_exponential_sigmas", "use_beta_sigmas"}
+)
+
+
+def canonical_sampler(name: str) -> str:
+    """The canonical PICPIK name for ``name`` (any case, surrounding whitespace, Horde aliases)."""
+    canonical = _LOOKUP.get(name.strip().casefold())
+    if canonical in SAMPLERS:
+        return canonical
+    if canonical is not None:
+        label = repr(name) if name.strip() == canonical else f"{name!r} ({canonical})"
+        raise UnknownSamplerError(
+            name, f"Sampler {label} has no diffusers equivalent; accepted: {_ACCEPTED}"
+        )
+    raise UnknownSamplerError(name, f"Unknown sampler {name!r}; accepted: {_ACCEPTED}")
+
+
+def make_scheduler(
+    name: str, base_config: Mapping[str, Any], *, seed: int | None = None
+) -> SchedulerMixin:
+    """Build the scheduler for sampler ``name`` on a model's scheduler config.
+
+    ``base_config`` is usually ``pipe.scheduler.config``: it carries the model's noise schedule
+    (betas, prediction type, ...). ``seed`` matters only for specs with ``needs_generator_seed``;
+    the other schedulers draw their noise from the pipeline's generator.
+    """
+    spec = SAMPLERS[canonical_sampler(name)]
+    import diffusers  # here, not at the top: see the module docstring
+
+    config = {key: value for key, value in base_config.items() if key not in _SAMPLER_KEYS}
+    overrides = dict(spec.config)
+    if spec.needs_generator_seed:
+        overrides["noise_sampler_seed"] = seed
+    return getattr(diffusers, spec.scheduler_class).from_config(config, **overrides)
