@@ -219,7 +219,7 @@ def build_tokenizer(out_dir: Path):
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    symbols = list(_byte_symbols().values())
+    symbols = list(byte_symbols().values())
     tokens = symbols + [s + "</w>" for s in symbols] + [m.replace(" ", "") for m in _MERGES]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
@@ -229,8 +229,8 @@ def build_tokenizer(out_dir: Path):
     return tokenizer
 
 
-def _byte_symbols() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable unicode character table."""
+def byte_symbols() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable unicode table, in CLIP's vocabulary order."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     table = {b: chr(b) for b in printable}
     extra = 0
@@ -238,7 +238,7 @@ def _byte_symbols() -> dict[int, str]:
         if b not in table:
             table[b] = chr(256 + extra)
             extra += 1
-    return dict(sorted(table.items()))
+    return table
 
 
 # --- ControlNet --------------------------------------------------------------------------
