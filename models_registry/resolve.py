@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from models_registry.catalog import VENDORED_SD15_CONFIG, Catalog, Lora, MainModel
-from openpik.job import LoraRef, ModelRef, VaeRef
+from openpik.job import ControlUnit, LoraRef, ModelRef, VaeRef
 
 
 def model_ref(model: MainModel) -> ModelRef:
@@ -20,3 +20,25 @@ def default_vae_ref(catalog: Catalog, model: MainModel) -> VaeRef | None:
 
 def lora_ref(lora: Lora, weight: float | None = None) -> LoraRef:
     return LoraRef(lora_id=lora.id, path=str(lora.path), weight=lora.default_weight if weight is None else weight)
+
+
+def preset_unit(catalog: Catalog, preset_id: int, image: str, weight: float) -> ControlUnit:
+    """A PICPIK preset (ControlPreSetId 1..4): the catalog fixes all but image and weight."""
+    preset = catalog.preset(preset_id)
+    preprocessor = catalog.preprocessor(preset.preprocessor)
+    return control_unit(
+        catalog, preset.controlnet, preprocessor.id, image, weight=weight, params=preset.params or None,
+        detect_resolution=preset.resolution, start=preset.start, end=preset.end, mode=preset.mode,
+        resize_mode=preset.resize_mode,
+    )
+
+
+def control_unit(catalog: Catalog, controlnet_id: int, preprocessor_id: int, image: str,
+                 params: list[float] | None = None, **fields) -> ControlUnit:
+    """A ControlNet unit; ``params`` are the preprocessor's Param1Value/Param2Value in order."""
+    controlnet = catalog.controlnet(controlnet_id)
+    preprocessor = catalog.preprocessor(preprocessor_id)
+    values = params if params is not None else [p.default for p in preprocessor.params]
+    named = {spec.name: value for spec, value in zip(preprocessor.params, values)}
+    return ControlUnit(controlnet_id=controlnet.id, path=str(controlnet.path), image=image,
+                       preprocessor=preprocessor.detector, preprocessor_params=named, **fields)

@@ -88,6 +88,7 @@ class Job(_Frozen):
     batch_size: int = Field(default=1, ge=1, le=16)
     clip_skip: int = Field(default=1, ge=1, le=12, description="A1111 meaning: 1 = last layer")
     init_image: ImageKey | None = None
+    init_resize_mode: ResizeMode = "JustResize"
     strength: float = Field(default=0.75, ge=0, le=1, description="img2img only")
     loras: tuple[LoraRef, ...] = ()
     controlnets: tuple[ControlUnit, ...] = Field(default=(), max_length=3)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,9 +15,24 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     catalog: Path = Path(__file__).resolve().parent.parent / "configs" / "catalog.yaml"
     keys_file: Path | None = None
+    key_store: Literal["file", "redis"] = Field(default="file", description="Where API keys live: keys_file or Redis")
+    require_timestamp: bool = Field(default=False, description="Reject requests without a signed Timestamp")
+    timestamp_window_s: int = Field(default=300, ge=1, description="Allowed clock skew of a signed Timestamp")
     results_dir: Path = Path("var/results")
     public_url: str = "http://127.0.0.1:8000"
     result_ttl_s: int = Field(default=24 * 3600, ge=60)
+    max_body_bytes: int = Field(default=32 * 2**20, ge=1024, description="Request body cap (HTTP 413 above)")
+    max_json_depth: int = Field(default=32, ge=4, le=256, description="Deepest JSON nesting accepted")
+    max_image_pixels: int = Field(default=4096 * 4096, ge=64 * 64, description="Pixel cap of each client image")
+    max_task_cost: int = Field(
+        default=0, ge=0, description="Cap on Width x Height x Steps x BatchSize per task; 0 = off (as PICPIK)"
+    )
+
+    soft_time_limit_s: int = Field(default=600, ge=1, description="A task past this ends as Error 1003")
+    hard_time_limit_s: int = Field(default=660, ge=1, description="The worker child is killed past this")
+    visibility_timeout_s: int = Field(
+        default=900, ge=1, description="Redis redelivers an unacknowledged task after this; keep above the hard limit"
+    )
 
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     pipeline_cache_mb: int = Field(default=16000, ge=0, description="Memory budget of loaded main models")

@@ -1,0 +1,110 @@
+"""The Action table: each PICPIK action -> its wire model and the function that serves it."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from api.catalog import serving as catalog_serving
+from api.catalog.protocol import (
+    ListControlNetProcessorRequest,
+    ListControlNetProcessorResponse,
+    ListControlNetsRequest,
+    ListControlNetsResponse,
+    ListModelsRequest,
+    ListModelsResponse,
+)
+from api.generate.protocol import (
+    GenerateImagesRequest,
+    GenerateImg2ImgRequest,
+    GenerateResponse,
+    GenerateTxt2ImgRequest,
+)
+from api.generate.serving import GenerateService, translate_images, translate_legacy
+from api.protocol_base import Envelope, SignedRequest
+from api.queries import serving as query_serving
+from api.queries.protocol import (
+    GetGenerateTaskDetailRequest,
+    GetGenerateTaskDetailResponse,
+    ListGenerateTaskDetailRequest,
+    ListGenerateTaskDetailResponse,
+    ListTasksDetailsRequest,
+    ListTasksDetailsResponse,
+)
+from models_registry.catalog import Catalog
+from openpik.settings import Settings
+from openpik.tasks import TaskStore
+
+
+@dataclass
+class Services:
+    """What the actions need, built once at start-up (api.app)."""
+
+    settings: Settings
+    catalog: Catalog
+    tasks: TaskStore
+    generate: GenerateService
+
+
+Serve = Callable[[Services, SignedRequest, str, dict], Envelope]
+
+
+@dataclass(frozen=True)
+class Action:
+    request: type[SignedRequest]
+    serve: Serve
+
+
+def _generate(translate):
+    def serve(services: Services, request, owner: str, body: dict) -> Envelope:
+        submission = translate(request, services.catalog, owner, services.settings)
+        task_id = services.generate.submit(submission, request.Action, owner, body)
+        return GenerateResponse(TaskUID=task_id)
+
+    return serve
+
+
+def _get_task(services: Services, request: GetGenerateTaskDetailRequest, owner: str, body: dict) -> Envelope:
+    (record,) = query_serving.own_tasks(services.tasks, [request.TaskUID], owner)
+    return GetGenerateTaskDetailResponse(TaskUID=record.task_id,
+                                         **query_serving.legacy_detail(services.tasks, record))
+
+
+def _list_legacy(services: Services, request: ListGenerateTaskDetailRequest, owner: str, body: dict) -> Envelope:
+    records = query_serving.own_tasks(services.tasks, request.TaskUIDs, owner)
+    return ListGenerateTaskDetailResponse(
+        TaskDetailList=[query_serving.legacy_list_item(services.tasks, r) for r in records])
+
+
+def _list_tasks(services: Services, request: ListTasksDetailsRequest, owner: str, body: dict) -> Envelope:
+    records = query_serving.own_tasks(services.tasks, request.TaskUIDList, owner)
+    return ListTasksDetailsResponse(TaskDetailList=[query_serving.task_detail(services.tasks, r) for r in records])
+
+
+def _list_models(services: Services, request, owner: str, body: dict) -> Envelope:
+    return ListModelsResponse(ModelList=catalog_serving.list_models(services.catalog, owner))
+
+
+def _list_controlnets(services: Services, request, owner: str, body: dict) -> Envelope:
+    return ListControlNetsResponse(ControlNetList=catalog_serving.list_controlnets(services.catalog))
+
+
+def _list_processors(services: Services, request, owner: str, body: dict) -> Envelope:
+    processors = catalog_serving.list_processors(services.catalog)
+    return ListControlNetProcessorResponse(
+        ControlNetProcessorList=processors, ControlNetPreProcessorList=processors,
+        ModelList=catalog_serving.list_controlnets(services.catalog),
+        PresetList=catalog_serving.list_presets(services.catalog),
+    )
+
+
+ACTIONS: dict[str, Action] = {
+    "GenerateImg2Img": Action(GenerateImg2ImgRequest, _generate(translate_legacy)),
+    "GenerateTxt2Img": Action(GenerateTxt2ImgRequest, _generate(translate_legacy)),
+    "GenerateImages": Action(GenerateImagesRequest, _generate(translate_images)),
+    "GetGenerateTaskDetail": Action(GetGenerateTaskDetailRequest, _get_task),
+    "ListGenerateTaskDetail": Action(ListGenerateTaskDetailRequest, _list_legacy),
+    "ListTasksDetails": Action(ListTasksDetailsRequest, _list_tasks),
+    "ListModels": Action(ListModelsRequest, _list_models),
+    "ListControlNets": Action(ListControlNetsRequest, _list_controlnets),
+    "ListControlNetProcessor": Action(ListControlNetProcessorRequest, _list_processors),
+}

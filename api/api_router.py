@@ -1,0 +1,100 @@
+"""Routes only: the one PICPIK endpoint, result files and health checks."""
+from __future__ import annotations
+
+import re
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import ValidationError
+
+from api.actions import ACTIONS
+from api.body import parse_json_object, read_body
+from api.errors import InvalidParameter, MissingAction, UnsupportedAction
+from api.openapi import request_body_schema
+from api.protocol_base import Envelope
+from api.signature import verify
+
+router = APIRouter()
+
+RESULT_NAME = re.compile(r"^[0-9a-v]{20}$")
+RESULT_FILE = re.compile(r"^[0-9]{1,2}\.png$")
+
+
+@router.post("/", summary="Every PICPIK action; the body's Action field chooses which",
+             response_model=Envelope, openapi_extra={"requestBody": request_body_schema()})
+async def dispatch(request: Request) -> JSONResponse:
+    services = request.app.state.services
+    settings = services.settings
+    body = parse_json_object(await read_body(request, settings.max_body_bytes), settings.max_json_depth)
+    request.state.echo = _echo(body)
+    action = ACTIONS.get(_action_name(body))
+    if action is None:
+        raise UnsupportedAction(f"Action not supported: {body['Action']}")
+    owner = await run_in_threadpool(verify, body, request.app.state.keys.private_key, time.time(),
+                                    settings.require_timestamp, settings.timestamp_window_s)
+    try:
+        wire = action.request.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidParameter(describe_validation_error(exc)) from None
+    response = await run_in_threadpool(action.serve, services, wire, owner, body)
+    return JSONResponse(response.model_copy(update=request.state.echo).model_dump())
+
+
+@router.get("/results/{task_id}/{name}", summary="A result image")
+async def result_file(task_id: str, name: str, request: Request):
+    path = request.app.state.services.settings.results_dir / task_id / name
+    if not (RESULT_NAME.match(task_id) and RESULT_FILE.match(name)) or not path.is_file():
+        return JSONResponse({"detail": "not found"}, status_code=404, headers={"X-Content-Type-Options": "nosniff"})
+    return FileResponse(path, media_type="image/png", headers={"X-Content-Type-Options": "nosniff"})
+
+
+@router.get("/healthz", summary="The gateway process is alive")
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Redis answers")
+async def readyz(request: Request) -> JSONResponse:
+    try:
+        await run_in_threadpool(request.app.state.services.tasks.redis.ping)
+    except Exception as exc:  # any Redis failure means not ready
+        return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+def _action_name(body: dict) -> str:
+    action = body.get("Action")
+    if not isinstance(action, str) or not action:
+        raise MissingAction("Action: required, a non-empty string")
+    return action
+
+
+def _echo(body: dict) -> dict:
+    """The request fields every response echoes."""
+    action, request_uuid = body.get("Action"), body.get("request_uuid")
+    return {"Action": action if isinstance(action, str) else "",
+            "request_uuid": request_uuid if isinstance(request_uuid, str) else None}
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first problem, as 'Field.Path: rule' with PICPIK's field names."""
+    error = exc.errors(include_url=False)[0]
+    loc = _location(error["loc"])
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        return f"{loc}: unknown field"
+    if error["type"] == "missing":
+        return f"{loc}: required field is missing"
+    if error["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
+        field, _, rule = message.partition(": ")
+        return f"{loc}.{field}: {rule}" if loc and rule else f"{loc or field}: {rule or message}"
+    return f"{loc}: {message}"
+
+
+def _location(loc: tuple) -> str:
+    parts = [p for p in loc if not (isinstance(p, str) and (p.startswith(("function-", "literal[", "int", "str"))))]
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+    return text.lstrip(".")

@@ -1,0 +1,100 @@
+"""The gateway: `uvicorn api.app:app`. Never imports torch.
+
+Builds the services once at start-up and maps every error to PICPIK's envelope in one place.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+import redis
+from celery import Celery
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+
+from api.actions import Services
+from api.api_router import router
+from api.errors import ApiError, ServiceUnavailable
+from api.generate.serving import GenerateService
+from api.keys import key_store_from_settings
+from api.openapi import component_schemas
+from api.protocol_base import Envelope
+from models_registry.catalog import load_catalog
+from openpik.job import Job
+from openpik.settings import Settings, get_settings
+from openpik.tasks import GENERATE_TASK, TaskStore
+
+log = logging.getLogger("openpik.api")
+
+
+def celery_client(settings: Settings) -> Celery:
+    """A Celery app used only to publish: fails fast instead of retrying when Redis is down."""
+    client = Celery("openpik-api", broker=settings.redis_url)
+    client.conf.update(broker_connection_retry_on_startup=False, broker_connection_max_retries=0,
+                       task_publish_retry_policy={"max_retries": 1, "interval_start": 0.2},
+                       broker_transport_options={"visibility_timeout": settings.visibility_timeout_s})
+    return client
+
+
+def make_enqueue(client: Celery):
+    def enqueue(job: Job, queue: str) -> None:
+        client.send_task(GENERATE_TASK, args=[job.model_dump(mode="json")], queue=queue, task_id=job.task_id,
+                         retry=True, retry_policy={"max_retries": 1, "interval_start": 0.2})
+
+    return enqueue
+
+
+def build_services(settings: Settings) -> tuple[Services, object]:
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    tasks = TaskStore(client, settings.result_ttl_s)
+    services = Services(settings=settings, catalog=load_catalog(settings.catalog), tasks=tasks,
+                        generate=GenerateService(tasks, make_enqueue(celery_client(settings))))
+    return services, key_store_from_settings(settings, client)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.services, app.state.keys = build_services(settings or get_settings())
+        yield
+
+    app = FastAPI(title="OpenPik", summary="PICPIK-compatible image generation on your own GPUs",
+                  version="0.1.0", lifespan=lifespan)
+    app.include_router(router)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(redis.RedisError, _redis_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.openapi = lambda: _openapi(app)
+    return app
+
+
+def _envelope(request: Request, status: int, retcode: int, message: str) -> JSONResponse:
+    echo = getattr(request.state, "echo", {})
+    body = Envelope(RetCode=retcode, Message=message, **echo).model_dump()
+    return JSONResponse(body, status_code=status)
+
+
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return _envelope(request, exc.http_status, exc.retcode, exc.message)
+
+
+async def _redis_error(request: Request, exc: redis.RedisError) -> JSONResponse:
+    unavailable = ServiceUnavailable(f"the task store is unreachable ({type(exc).__name__}); retry later")
+    return await _api_error(request, unavailable)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("internal error")
+    return _envelope(request, 500, 150, "internal error; retry later")
+
+
+def _openapi(app: FastAPI) -> dict:
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(component_schemas())
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+app = create_app()

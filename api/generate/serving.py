@@ -1,0 +1,341 @@
+"""Translation of the generate actions into a Job, once, and their submission.
+
+Every catalog reference and range is checked here, before anything is queued; the Job that
+leaves this module speaks only our internal names.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from api.errors import InvalidParameter, ServiceUnavailable
+from api.generate.protocol import (
+    ControlNetItem,
+    ControlNetParam,
+    GenerateImagesRequest,
+    GenerateImg2ImgRequest,
+    GenerateTxt2ImgRequest,
+)
+from api.images import decode_image
+from models_registry.catalog import Catalog, MainModel, Preprocessor
+from models_registry.resolve import control_unit, default_vae_ref, lora_ref, model_ref, preset_unit
+from openpik.job import ControlUnit, Job, LoraRef, round_dimension
+from openpik.settings import Settings
+from openpik.tasks import TaskRecord, TaskStore, new_task_id
+from worker.samplers import UnknownSamplerError, canonical_sampler
+
+LegacyRequest = GenerateImg2ImgRequest | GenerateTxt2ImgRequest
+PROMPT_SEPARATOR = ", "
+UNSIGNED_FIELDS = ("Signature", "Timestamp")
+
+
+@dataclass
+class Submission:
+    """A validated request: the Job, its decoded input images, and where it queues."""
+
+    job: Job
+    queue: str
+    images: dict[str, bytes] = field(default_factory=dict)
+    note: str = ""
+
+
+class _Images:
+    """Collects decoded input images under the names the Job refers to."""
+
+    def __init__(self, max_pixels: int):
+        self.max_pixels = max_pixels
+        self.stored: dict[str, bytes] = {}
+
+    def add(self, name: str, value: str, field_name: str) -> str:
+        if not value:
+            raise InvalidParameter(f"{field_name}: an image is required here")
+        self.stored[name] = decode_image(value, field_name, self.max_pixels).data
+        return name
+
+
+# --- legacy ------------------------------------------------------------------------------
+
+
+def translate_legacy(request: LegacyRequest, catalog: Catalog, owner: str, settings: Settings) -> Submission:
+    model = _main_model(catalog, request.MainModelId, request.ModelType, owner)
+    images = _Images(settings.max_image_pixels)
+    fields = dict(
+        model=model_ref(model),
+        vae=None if request.UseCustomMainModelVae else default_vae_ref(catalog, model),
+        prompt=PROMPT_SEPARATOR.join(request.PositivePrompts),
+        negative_prompt=PROMPT_SEPARATOR.join(request.NegativePrompts),
+        sampler=_sampler(request.Sampler, "Sampler"),
+        steps=request.Steps,
+        cfg_scale=request.CfgScale,
+        seed=request.Seed,
+        width=round_dimension(request.Width),
+        height=round_dimension(request.Height),
+        batch_size=request.BatchSize,
+        clip_skip=request.ClipSkip,
+        loras=_legacy_loras(request, catalog),
+    )
+    if isinstance(request, GenerateImg2ImgRequest) and request.ReferenceImage:
+        fields |= dict(init_image=images.add("init", request.ReferenceImage, "ReferenceImage"),
+                       strength=1.0 - request.ReferenceScale)
+    if request.EnableControlNet is not False:
+        fields["controlnets"] = tuple(
+            _legacy_unit(catalog, param, f"ControlNetParams[{i}]", images)
+            for i, param in enumerate(request.ControlNetParams)
+        )
+    job = _job(fields, settings)
+    return Submission(job=job, queue=queue_name(model), images=images.stored,
+                      note=_translation_note(request.TranslatePrompt))
+
+
+def _legacy_loras(request: LegacyRequest, catalog: Catalog) -> tuple[LoraRef, ...]:
+    if len(set(request.SubModelIds)) != len(request.SubModelIds):
+        raise InvalidParameter("SubModelIds: each LoRA id may appear once")
+    weights: dict[int, float] = {}
+    for i, param in enumerate(request.SubModelParams):
+        if param.SubModelId not in request.SubModelIds:
+            raise InvalidParameter(f"SubModelParams[{i}].SubModelId: {param.SubModelId} is not in SubModelIds")
+        weights[param.SubModelId] = param.ControlWeight
+    refs = []
+    for i, lora_id in enumerate(request.SubModelIds):
+        lora = catalog.lora(lora_id)
+        if lora is None:
+            raise InvalidParameter(f"SubModelIds[{i}]: no LoRA with id {lora_id} (see ListModels)")
+        refs.append(lora_ref(lora, weights.get(lora_id)))
+    return tuple(refs)
+
+
+def _legacy_unit(catalog: Catalog, param: ControlNetParam, where: str, images: _Images) -> ControlUnit:
+    image = images.add(f"control{len(images.stored)}", param.ControlNetImg, f"{where}.ControlNetImg")
+    if param.preset_id:
+        if catalog.preset(param.preset_id) is None:
+            raise InvalidParameter(f"{where}.ControlPreSetId: preset {param.preset_id} is not configured")
+        return preset_unit(catalog, param.preset_id, image, weight=param.ControlWeight)
+    if param.ModelId is None or catalog.controlnet(param.ModelId) is None:
+        raise InvalidParameter(f"{where}.ModelId: a custom unit (ControlPreSetId 0) needs an existing ControlNet "
+                               f"model id (see ListControlNetProcessor ModelList); got {param.ModelId}")
+    preprocessor = _legacy_preprocessor(catalog, param.PreProcessorId, f"{where}.PreProcessorId")
+    values = [param.Param1Value, param.Param2Value][: len(preprocessor.params)]
+    params = [spec.default if v is None else v for spec, v in zip(preprocessor.params, values)]
+    _check_params(preprocessor, params, [f"{where}.Param1Value", f"{where}.Param2Value"])
+    return control_unit(
+        catalog, param.ModelId, preprocessor.id, image, params=params, weight=param.ControlWeight,
+        start=param.StartingControlStep, end=param.EndingControlStep, mode=param.ControlMode,
+        resize_mode=param.ResizeMode,
+        detect_resolution=param.PreProcessorResolution or preprocessor.default_resolution,
+    )
+
+
+def _legacy_preprocessor(catalog: Catalog, preprocessor_id, where: str) -> Preprocessor:
+    if preprocessor_id == "none":
+        found = next((p for p in catalog.preprocessors if p.detector == "none"), None)
+    else:
+        found = catalog.preprocessor(preprocessor_id) if preprocessor_id is not None else None
+    if found is None:
+        raise InvalidParameter(f"{where}: a custom unit needs an existing preprocessor id "
+                               f"(see ListControlNetProcessor) or \"none\"; got {preprocessor_id}")
+    return found
+
+
+# --- current -----------------------------------------------------------------------------
+
+
+def translate_images(request: GenerateImagesRequest, catalog: Catalog, owner: str, settings: Settings) -> Submission:
+    model = _model_by_code(catalog, request.MainModel.ModelCode, owner)
+    params = request.MainModel.InferenceParams
+    defaults = model.defaults
+    images = _Images(settings.max_image_pixels)
+    fields = dict(
+        model=model_ref(model),
+        vae=None if request.UseMainModelVAE else default_vae_ref(catalog, model),
+        prompt=PROMPT_SEPARATOR.join(request.PositivePrompts),
+        negative_prompt=PROMPT_SEPARATOR.join(request.NegativePrompts),
+        sampler=_sampler(params.Sampler or defaults.sampler, "MainModel.InferenceParams.Sampler"),
+        steps=params.Steps or defaults.steps,
+        cfg_scale=defaults.cfg_scale if params.CFGScale is None else params.CFGScale,
+        clip_skip=params.ClipSkip or defaults.clip_skip,
+        seed=request.Seed,
+        width=round_dimension(request.Width),
+        height=round_dimension(request.Height),
+        batch_size=request.BatchSize,
+        tileable=request.Tileable,
+        loras=_current_loras(request, catalog),
+    )
+    if request.Image2Image is not None:
+        index = _image_index(request, request.Image2Image.ImageIndex, "Image2Image.ImageIndex")
+        fields |= dict(
+            init_image=images.add(f"image{index}", request.ImageAndMaskList[index], f"ImageAndMaskList[{index}]"),
+            strength=1.0 - request.Image2Image.ReferStrength,
+            init_resize_mode=request.Image2Image.ResizeMode,
+        )
+    fields["controlnets"] = tuple(
+        _current_unit(catalog, item, f"ControlNetList[{i}]", request, images)
+        for i, item in enumerate(request.ControlNetList)
+    )
+    return Submission(job=_job(fields, settings), queue=queue_name(model), images=images.stored,
+                      note=_translation_note(request.TranslatePrompts))
+
+
+def _current_loras(request: GenerateImagesRequest, catalog: Catalog) -> tuple[LoraRef, ...]:
+    refs = []
+    for i, sub in enumerate(request.SubModelList):
+        lora = next((lo for lo in catalog.loras if lo.model_code == sub.ModelCode), None)
+        if lora is None:
+            raise InvalidParameter(f"SubModelList[{i}].ModelCode: no LoRA {sub.ModelCode!r} (see ListModels)")
+        refs.append(lora_ref(lora, sub.InferenceParams.LoraWeight))
+    if len({r.lora_id for r in refs}) != len(refs):
+        raise InvalidParameter("SubModelList: each LoRA may appear once")
+    return tuple(refs)
+
+
+def _current_unit(catalog: Catalog, item: ControlNetItem, where: str, request: GenerateImagesRequest,
+                  images: _Images) -> ControlUnit:
+    controlnet = next((c for c in catalog.controlnets if c.model_code == item.ControlModel.ModelCode), None)
+    if controlnet is None:
+        raise InvalidParameter(f"{where}.ControlModel.ModelCode: no ControlNet {item.ControlModel.ModelCode!r} "
+                               "(see ListControlNets)")
+    preprocessor = next((p for p in catalog.preprocessors if p.model_code == item.PreProcessor.ModelCode), None)
+    if preprocessor is None:
+        raise InvalidParameter(f"{where}.PreProcessor.ModelCode: no preprocessor {item.PreProcessor.ModelCode!r} "
+                               "(see ListControlNetProcessor)")
+    given = item.PreProcessor.InferenceParams.model_extra or {}
+    by_wire_name = {wire_param_name(spec.name): spec for spec in preprocessor.params}
+    for name, value in given.items():
+        if name not in by_wire_name:
+            raise InvalidParameter(f"{where}.PreProcessor.InferenceParams.{name}: not a parameter of "
+                                   f"{preprocessor.model_code} (accepted: {', '.join(by_wire_name) or 'none'})")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidParameter(f"{where}.PreProcessor.InferenceParams.{name}: must be a number")
+    params = [given.get(wire_param_name(spec.name), spec.default) for spec in preprocessor.params]
+    _check_params(preprocessor, params,
+                  [f"{where}.PreProcessor.InferenceParams.{wire_param_name(s.name)}" for s in preprocessor.params])
+    index = _image_index(request, item.ImageIndex, f"{where}.ImageIndex")
+    image = images.add(f"image{index}", request.ImageAndMaskList[index], f"ImageAndMaskList[{index}]")
+    control = item.ControlModel.InferenceParams
+    return control_unit(
+        catalog, controlnet.id, preprocessor.id, image, params=params, weight=control.ControlWeight,
+        start=control.StartingStep, end=control.EndingStep, mode=control.ControlMode,
+        resize_mode=control.ResizeMode,
+        detect_resolution=item.PreProcessor.InferenceParams.Resolution or preprocessor.default_resolution,
+    )
+
+
+def wire_param_name(name: str) -> str:
+    """A catalog parameter name as GenerateImages spells it: low_threshold -> LowThreshold."""
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _image_index(request: GenerateImagesRequest, index: int, where: str) -> int:
+    if index >= len(request.ImageAndMaskList):
+        raise InvalidParameter(f"{where}: {index} is outside ImageAndMaskList (length {len(request.ImageAndMaskList)})")
+    return index
+
+
+# --- shared rules ------------------------------------------------------------------------
+
+
+def _main_model(catalog: Catalog, model_id: int, model_type: str, owner: str) -> MainModel:
+    """combined_model: the operator's models; custom_model: only the caller's own."""
+    model = catalog.main_model(model_id)
+    wanted_owner = owner if model_type == "custom_model" else None
+    if model is None or model.owner != wanted_owner:
+        raise InvalidParameter(f"MainModelId: no {model_type} with id {model_id} (see ListModels)")
+    return model
+
+
+def _model_by_code(catalog: Catalog, code: str, owner: str) -> MainModel:
+    model = next((m for m in catalog.main_models if m.model_code == code), None)
+    if model is None or model.owner not in (None, owner):
+        raise InvalidParameter(f"MainModel.ModelCode: no model {code!r} (see ListModels)")
+    return model
+
+
+def _sampler(name: str, where: str) -> str:
+    try:
+        return canonical_sampler(name)
+    except UnknownSamplerError as exc:
+        raise InvalidParameter(f"{where}: {exc}") from None
+
+
+def _check_params(preprocessor: Preprocessor, values: list[float], names: list[str]) -> None:
+    for spec, value, name in zip(preprocessor.params, values, names):
+        if not spec.min <= value <= spec.max:
+            raise InvalidParameter(f"{name}: {spec.name} of {preprocessor.model_code} must be within "
+                                   f"[{spec.min:g}, {spec.max:g}]; got {value:g}")
+
+
+def _job(fields: dict, settings: Settings) -> Job:
+    job = Job(**fields)
+    cost = job.width * job.height * job.steps * job.batch_size
+    if settings.max_task_cost and cost > settings.max_task_cost:
+        raise InvalidParameter(f"Width x Height x Steps x BatchSize: {cost} exceeds this server's limit "
+                               f"{settings.max_task_cost}; ask for fewer pixels, steps or images")
+    return job
+
+
+def _translation_note(translate: bool) -> str:
+    return "prompt translation not configured: prompts passed unchanged" if translate else ""
+
+
+def queue_name(model: MainModel) -> str:
+    return f"openpik.{model.group}"
+
+
+# --- submission --------------------------------------------------------------------------
+
+
+Enqueue = Callable[[Job, str], None]
+
+
+class GenerateService:
+    """Stores a validated Submission, enqueues it, and keeps request_uuid idempotent."""
+
+    def __init__(self, tasks: TaskStore, enqueue: Enqueue):
+        self.tasks = tasks
+        self.enqueue = enqueue
+
+    def submit(self, submission: Submission, action: str, owner: str, body: dict) -> str:
+        request_uuid = body.get("request_uuid")
+        fingerprint = _fingerprint(body)
+        task_id = new_task_id()
+        if request_uuid:
+            existing = self._claim(owner, request_uuid, task_id, fingerprint)
+            if existing is not None:
+                return existing
+        record = TaskRecord(task_id=task_id, owner=owner, action=action, queue=submission.queue, note=submission.note)
+        try:
+            self.tasks.create(record, submission.images)
+            self.enqueue(submission.job.model_copy(update={"task_id": task_id}), submission.queue)
+        except Exception as exc:
+            self._forget(task_id, submission, owner, request_uuid)
+            raise ServiceUnavailable(f"the task queue is unreachable ({type(exc).__name__}); retry later") from exc
+        return task_id
+
+    def _claim(self, owner: str, request_uuid: str, task_id: str, fingerprint: str) -> str | None:
+        """Reserve request_uuid for this task; return the earlier task's id on a replay."""
+        key = idempotency_key(owner, request_uuid)
+        if self.tasks.redis.set(key, f"{task_id} {fingerprint}", nx=True, ex=self.tasks.ttl_s):
+            return None
+        earlier_task, earlier_fingerprint = self.tasks.redis.get(key).decode().split(" ")
+        if earlier_fingerprint != fingerprint:
+            raise InvalidParameter("request_uuid: already used with other parameters")
+        return earlier_task
+
+    def _forget(self, task_id: str, submission: Submission, owner: str, request_uuid: str | None) -> None:
+        try:
+            self.tasks.delete(task_id, list(submission.images), submission.queue)
+            if request_uuid:
+                self.tasks.redis.delete(idempotency_key(owner, request_uuid))
+        except Exception:  # Redis is down: the record and claim expire with their TTL
+            pass
+
+
+def idempotency_key(owner: str, request_uuid: str) -> str:
+    return f"openpik:idempotency:{owner}:{request_uuid}"
+
+
+def _fingerprint(body: dict) -> str:
+    """The request's parameters, independent of when and how it was signed."""
+    unsigned = {k: v for k, v in body.items() if k not in UNSIGNED_FIELDS}
+    return hashlib.sha256(json.dumps(unsigned, sort_keys=True, ensure_ascii=False).encode()).hexdigest()

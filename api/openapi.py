@@ -1,0 +1,34 @@
+"""The OpenAPI description of POST /: the real request body of every Action.
+
+The route reads the raw body itself (it must verify the signature over the exact JSON), so
+FastAPI cannot infer the schema; it is built here from the same wire models, as a oneOf
+discriminated by Action, so schema-driven clients and fuzzers see every action's fields.
+"""
+from __future__ import annotations
+
+from functools import cache
+from typing import Annotated, Union
+
+from pydantic import Field, TypeAdapter
+
+from api.catalog.protocol import CATALOG_REQUESTS
+from api.generate.protocol import GENERATE_REQUESTS
+from api.queries.protocol import QUERY_REQUESTS
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+ALL_REQUESTS = (*GENERATE_REQUESTS, *QUERY_REQUESTS, *CATALOG_REQUESTS)
+
+
+@cache
+def _schema() -> dict:
+    any_request = Annotated[Union[ALL_REQUESTS], Field(discriminator="Action")]  # noqa: UP007
+    return TypeAdapter(any_request).json_schema(ref_template=REF_TEMPLATE)
+
+
+def request_body_schema() -> dict:
+    schema = {k: v for k, v in _schema().items() if k != "$defs"}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def component_schemas() -> dict:
+    return _schema().get("$defs", {})

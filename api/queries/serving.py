@@ -1,0 +1,43 @@
+"""Task records -> the three query shapes. A key sees only its own tasks."""
+from __future__ import annotations
+
+from api.errors import TaskNotFound
+from api.queries.protocol import LegacyListItem, LegacyTaskDetail, TaskDetail
+from openpik.tasks import TaskRecord, TaskStatus, TaskStore
+
+
+def own_tasks(tasks: TaskStore, task_ids: list[str], owner: str) -> list[TaskRecord]:
+    """The caller's records among ``task_ids``, in order; unknown and foreign ids alike are left out.
+
+    When none is left the answer is 250, the same for unknown and foreign ids, so a key
+    cannot probe which ids exist.
+    """
+    found = [r for r in tasks.get_many(task_ids) if r is not None and r.owner == owner]
+    if not found:
+        raise TaskNotFound(f"Task not found: {', '.join(task_ids[:3])}{' ...' if len(task_ids) > 3 else ''}")
+    return found
+
+
+def _extensions(tasks: TaskStore, record: TaskRecord) -> dict:
+    queued = record.status == TaskStatus.QUEUING
+    return dict(Progress=record.progress, Seeds=record.seeds,
+                QueuePosition=tasks.queue_position(record) if queued else None)
+
+
+def legacy_detail(tasks: TaskStore, record: TaskRecord) -> dict:
+    return LegacyTaskDetail(
+        TaskStatus=record.status.value, FinalPictureUrls=record.urls, TaskErrorMsg=record.error_message,
+        TaskErrorCode=record.error_code, **_extensions(tasks, record),
+    ).model_dump()
+
+
+def legacy_list_item(tasks: TaskStore, record: TaskRecord) -> LegacyListItem:
+    return LegacyListItem(TaskUid=record.task_id, **legacy_detail(tasks, record))
+
+
+def task_detail(tasks: TaskStore, record: TaskRecord) -> TaskDetail:
+    return TaskDetail(
+        TaskUID=record.task_id, Action=record.action, Status=record.status.value, ImgList=record.urls,
+        Seed=record.seeds[0] if record.seeds else -1, ErrorCode=record.error_code,
+        ErrorMassage=record.error_message, ErrorMessage=record.error_message, **_extensions(tasks, record),
+    )

@@ -1,0 +1,152 @@
+"""Task records and stored inputs in Redis: written by the gateway and the workers.
+
+A record is a Redis hash with a TTL; queries read it directly (the Celery result backend
+is not used). Input images live beside it under their own keys, so the Celery message
+carries only the Job and references.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import redis
+
+PREFIX = "openpik:"
+TASK_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuv"  # lowercase base32, as PICPIK's ids
+TASK_ID_LENGTH = 20
+
+
+class TaskStatus(StrEnum):
+    QUEUING = "Queuing"
+    RUNNING = "Running"
+    FINISHED = "Finished"
+    ERROR = "Error"
+
+
+def new_task_id() -> str:
+    """20 random lowercase base32 characters: not time-ordered, so not guessable."""
+    return "".join(secrets.choice(TASK_ID_ALPHABET) for _ in range(TASK_ID_LENGTH))
+
+
+def record_key(task_id: str) -> str:
+    return f"{PREFIX}task:{task_id}"
+
+
+def image_key(task_id: str, name: str) -> str:
+    return f"{PREFIX}task:{task_id}:image:{name}"
+
+
+def queued_key(queue: str) -> str:
+    """A sorted set of the tasks waiting in ``queue`` (score: enqueue time), for QueuePosition."""
+    return f"{PREFIX}queued:{queue}"
+
+
+@dataclass
+class TaskRecord:
+    task_id: str
+    owner: str
+    action: str
+    queue: str
+    status: TaskStatus = TaskStatus.QUEUING
+    progress: int = 0
+    seeds: list[int] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+    error_code: int = 0
+    error_message: str = ""
+    attempts: int = 0
+    created_at: float = 0.0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    note: str = ""
+
+    def to_hash(self) -> dict[str, str]:
+        return {name: _encode(getattr(self, name)) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes]) -> TaskRecord:
+        values = {k.decode(): v.decode() for k, v in raw.items()}
+        return cls(
+            task_id=values["task_id"], owner=values["owner"], action=values["action"], queue=values["queue"],
+            status=TaskStatus(values["status"]), progress=int(values["progress"]),
+            seeds=json.loads(values["seeds"]), urls=json.loads(values["urls"]),
+            error_code=int(values["error_code"]), error_message=values["error_message"],
+            attempts=int(values["attempts"]), created_at=float(values["created_at"]),
+            started_at=float(values["started_at"]), finished_at=float(values["finished_at"]),
+            note=values.get("note", ""),
+        )
+
+
+def _encode(value) -> str:
+    return json.dumps(value) if isinstance(value, list) else str(value)
+
+
+class TaskStore:
+    def __init__(self, client: redis.Redis, ttl_s: int):
+        self.redis = client
+        self.ttl_s = ttl_s
+
+    def create(self, record: TaskRecord, images: dict[str, bytes]) -> None:
+        """Write the record and its input images in one transaction, all with the TTL."""
+        record.created_at = record.created_at or time.time()
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(record_key(record.task_id), mapping=record.to_hash())
+            pipe.expire(record_key(record.task_id), self.ttl_s)
+            for name, data in images.items():
+                pipe.set(image_key(record.task_id, name), data, ex=self.ttl_s)
+            pipe.zadd(queued_key(record.queue), {record.task_id: record.created_at})
+            pipe.execute()
+
+    def delete(self, task_id: str, image_names: list[str], queue: str) -> None:
+        keys = [record_key(task_id)] + [image_key(task_id, n) for n in image_names]
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(*keys)
+            pipe.zrem(queued_key(queue), task_id)
+            pipe.execute()
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        raw = self.redis.hgetall(record_key(task_id))
+        return TaskRecord.from_hash(raw) if raw else None
+
+    def get_many(self, task_ids: list[str]) -> list[TaskRecord | None]:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hgetall(record_key(task_id))
+            return [TaskRecord.from_hash(raw) if raw else None for raw in pipe.execute()]
+
+    def queue_position(self, record: TaskRecord) -> int | None:
+        """1 for the next task to run; None once the task left the queue."""
+        rank = self.redis.zrank(queued_key(record.queue), record.task_id)
+        return None if rank is None else rank + 1
+
+    def images(self, task_id: str, names: list[str]) -> dict[str, bytes]:
+        values = self.redis.mget([image_key(task_id, n) for n in names]) if names else []
+        return {name: value for name, value in zip(names, values) if value is not None}
+
+    def update(self, task_id: str, **fields) -> None:
+        """Change some fields of an existing record (never recreates an expired one)."""
+        mapping = {name: _encode(value) for name, value in fields.items()}
+        self.redis.eval(_UPDATE_IF_EXISTS, 1, record_key(task_id), *[x for kv in mapping.items() for x in kv])
+
+    def mark_started(self, task_id: str, queue: str) -> int:
+        """Running, attempt counted, out of the queue; returns the attempt number."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(record_key(task_id), "attempts", 1)
+            pipe.zrem(queued_key(queue), task_id)
+            attempts, _ = pipe.execute()
+        self.update(task_id, status=TaskStatus.RUNNING.value, started_at=time.time(), progress=0)
+        return int(attempts)
+
+
+# HSET only when the record still exists: a late worker must not resurrect an expired task.
+_UPDATE_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], unpack(ARGV))
+end
+"""
+
+
+GENERATE_TASK = "openpik.generate"
+"""The Celery task name the gateway sends and the worker registers."""

@@ -1,0 +1,242 @@
+"""Key stores (file and Redis) and the `openpik-keys` command line."""
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+import yaml
+
+from api.keys import (
+    FileKeyStore,
+    KeyStoreError,
+    RedisKeyStore,
+    UnknownKeyError,
+    key_store_from_settings,
+)
+from api.keys_cli import main as keys_cli
+from openpik.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEST_REDIS_DB = 15
+
+
+@pytest.fixture
+def redis_client():
+    client = redis.Redis(host="127.0.0.1", port=6379, db=TEST_REDIS_DB, decode_responses=True)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_client):
+    """A prefix of our own, so cleanup never touches keys of other tests sharing the DB."""
+    prefix = f"openpik-test-keys:{uuid.uuid4().hex}:"
+    yield prefix
+    for name in redis_client.scan_iter(match=prefix + "*"):
+        redis_client.delete(name)
+
+
+@pytest.fixture
+def keys_file(tmp_path) -> Path:
+    return tmp_path / "keys.yaml"
+
+
+@pytest.fixture(params=["file", "redis"])
+def make_store(request, keys_file):
+    """A factory: calling it twice gives two stores over the same data, like two processes."""
+    if request.param == "file":
+        return lambda: FileKeyStore(keys_file)
+    client = request.getfixturevalue("redis_client")
+    prefix = request.getfixturevalue("redis_prefix")
+    return lambda: RedisKeyStore(client, prefix=prefix)
+
+
+def test_create(make_store):
+    store = make_store()
+    key = store.create("alice")
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32}", key.public_key)
+    assert re.fullmatch(r"[0-9a-f]{40}", key.private_key)
+    assert key.name == "alice" and key.enabled
+    assert store.private_key(key.public_key) == key.private_key
+    assert store.list() == [key]
+
+
+def test_keys_are_distinct(make_store):
+    store = make_store()
+    first, second = store.create("a"), store.create("b")
+    assert first.public_key != second.public_key and first.private_key != second.private_key
+    assert {k.public_key for k in store.list()} == {first.public_key, second.public_key}
+
+
+def test_disable(make_store):
+    store = make_store()
+    key = store.create("alice")
+    store.disable(key.public_key)
+    assert store.private_key(key.public_key) is None
+    assert store.list() == [key.model_copy(update={"enabled": False})]
+
+
+def test_rotate_keeps_public_key(make_store):
+    store = make_store()
+    key = store.create("alice")
+    rotated = store.rotate(key.public_key)
+    assert rotated.public_key == key.public_key and rotated.name == "alice"
+    assert re.fullmatch(r"[0-9a-f]{40}", rotated.private_key) and rotated.private_key != key.private_key
+    assert store.private_key(key.public_key) == rotated.private_key
+
+
+def test_rotating_a_disabled_key_keeps_it_disabled(make_store):
+    store = make_store()
+    key = store.create("alice")
+    store.disable(key.public_key)
+    assert not store.rotate(key.public_key).enabled
+    assert store.private_key(key.public_key) is None
+
+
+def test_unknown_key(make_store):
+    store = make_store()
+    assert store.private_key("nobody") is None
+    assert store.get("nobody") is None
+    with pytest.raises(UnknownKeyError, match="nobody"):
+        store.disable("nobody")
+    with pytest.raises(UnknownKeyError, match="nobody"):
+        store.rotate("nobody")
+
+
+def test_another_instance_sees_changes(make_store):
+    reader, writer = make_store(), make_store()
+    assert reader.list() == []
+    key = writer.create("alice")
+    assert reader.private_key(key.public_key) == key.private_key
+    rotated = writer.rotate(key.public_key)
+    assert reader.private_key(key.public_key) == rotated.private_key
+    writer.disable(key.public_key)
+    assert reader.private_key(key.public_key) is None
+
+
+def test_redis_store_accepts_a_bytes_client(redis_client, redis_prefix):
+    key = RedisKeyStore(redis_client, prefix=redis_prefix).create("alice")
+    raw_client = redis.Redis(host="127.0.0.1", port=6379, db=TEST_REDIS_DB)
+    try:
+        assert RedisKeyStore(raw_client, prefix=redis_prefix).list() == [key]
+    finally:
+        raw_client.close()
+
+
+def test_file_format_and_permissions(keys_file):
+    key = FileKeyStore(keys_file).create("alice")
+    assert yaml.safe_load(keys_file.read_text()) == [key.model_dump()]
+    assert set(key.model_dump()) == {"public_key", "private_key", "name", "enabled"}
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+
+
+def test_missing_file_means_no_keys(keys_file):
+    store = FileKeyStore(keys_file)
+    assert store.list() == [] and store.private_key("x") is None
+    assert not keys_file.exists()
+
+
+def test_hand_written_file(keys_file):
+    keys_file.write_text(
+        "- {public_key: pub, private_key: priv, name: ops}\n"
+        "- {public_key: 'off', private_key: '123456', name: x, enabled: false}\n"
+    )
+    store = FileKeyStore(keys_file)
+    assert store.private_key("pub") == "priv"
+    assert store.private_key("off") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("- {public_key: [unclosed\n", "not valid YAML"),
+        ("public_key: pub\n", "expected a list"),
+        ("- {public_key: pub, name: ops}\n", "entry 0"),
+        ("- {public_key: pub, private_key: 123456, name: ops}\n", "quote keys"),
+        ("- {public_key: p, private_key: a, name: x}\n- {public_key: p, private_key: b, name: y}\n", "twice"),
+    ],
+)
+def test_malformed_file_names_the_file(keys_file, text, reason):
+    keys_file.write_text(text)
+    with pytest.raises(KeyStoreError, match=reason) as error:
+        FileKeyStore(keys_file).private_key("pub")
+    assert str(keys_file) in str(error.value)
+
+
+def _run_cli(keys_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OPENPIK_KEYS_FILE": str(keys_file)}
+    env.pop("OPENPIK_KEY_STORE", None)
+    command = [sys.executable, "-m", "api.keys_cli", *args]
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def _printed_keys(output: str) -> tuple[str, str]:
+    public = re.search(r"^PublicKey: (\S+)$", output, re.MULTILINE)
+    private = re.search(r"^PrivateKey: (\S+)$", output, re.MULTILINE)
+    assert public and private, output
+    return public.group(1), private.group(1)
+
+
+def test_file_store_picks_up_cli_changes_without_restart(keys_file):
+    gateway_store = FileKeyStore(keys_file)
+    assert gateway_store.list() == []
+
+    created = _run_cli(keys_file, "create", "alice")
+    assert created.returncode == 0, created.stderr
+    public_key, private_key = _printed_keys(created.stdout)
+    assert gateway_store.private_key(public_key) == private_key
+
+    rotated = _run_cli(keys_file, "rotate", public_key)
+    assert rotated.returncode == 0, rotated.stderr
+    assert _printed_keys(rotated.stdout) == (public_key, gateway_store.private_key(public_key))
+
+    disabled = _run_cli(keys_file, "disable", public_key)
+    assert disabled.returncode == 0, disabled.stderr
+    assert gateway_store.private_key(public_key) is None
+
+
+def test_cli_unknown_key_exits_2(keys_file):
+    result = _run_cli(keys_file, "disable", "nobody")
+    assert result.returncode == 2
+    assert "unknown public key: nobody" in result.stderr
+
+
+def test_cli_list_never_prints_private_keys(keys_file, capsys):
+    assert keys_cli(["--keys-file", str(keys_file), "create", "alice"]) == 0
+    public_key, private_key = _printed_keys(capsys.readouterr().out)
+    assert keys_cli(["--keys-file", str(keys_file), "--store", "file", "list"]) == 0
+    output = capsys.readouterr().out
+    assert output == f"{public_key}\talice\tenabled\n"
+    assert private_key not in output
+
+
+def test_cli_reports_a_malformed_file(keys_file, capsys):
+    keys_file.write_text("[unclosed\n")
+    assert keys_cli(["--keys-file", str(keys_file), "list"]) == 1
+    assert str(keys_file) in capsys.readouterr().err
+
+
+def test_store_from_settings(keys_file, redis_client):
+    file_store = key_store_from_settings(Settings(key_store="file", keys_file=keys_file))
+    assert isinstance(file_store, FileKeyStore) and file_store.path == keys_file
+    redis_store = key_store_from_settings(Settings(key_store="redis"), redis_client=redis_client)
+    assert isinstance(redis_store, RedisKeyStore)
+    with pytest.raises(KeyStoreError, match="OPENPIK_KEYS_FILE"):
+        key_store_from_settings(Settings(key_store="file", keys_file=None))
+
+
+def test_gateway_modules_do_not_import_torch():
+    code = "import sys, api.signature, api.keys, api.keys_cli; sys.exit('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr or "torch was imported"
