@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from models_registry.catalog import Catalog, load_catalog
+from models_registry.tiny_annotators import write_tiny_annotators
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "configs" / "catalog.yaml"
 
@@ -66,7 +67,7 @@ def build_tiny_models(out_dir: Path) -> Path:
         build_controlnet(base, out_dir / "controlnet" / controlnet.model_code, seed=100 + controlnet.id)
     for lora_id, code, layout, targets in TINY_LORAS:
         write_lora(base, out_dir / "lora" / f"{code}.safetensors", seed=200 + lora_id, layout=layout, targets=targets)
-    (out_dir / "annotators").mkdir(exist_ok=True)
+    write_tiny_annotators(out_dir / "annotators")
 
     catalog_file = out_dir / "catalog.yaml"
     catalog_file.write_text(yaml.safe_dump(tiny_catalog_dict(default), sort_keys=False))

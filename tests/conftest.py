@@ -25,14 +25,14 @@ def catalog(tiny_catalog_path):
 
 
 @pytest.fixture(scope="session")
-def engine():
+def engine(catalog):
     import torch
 
     from openpik.settings import Settings
     from worker.engine import Engine
 
     torch.set_num_threads(2)
-    return Engine(Settings(device="cpu"))
+    return Engine(Settings(device="cpu"), annotators_dir=catalog.annotators_dir)
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +60,16 @@ def reference_image():
 
     rng = np.random.default_rng(7)
     return Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="session")
+def control_image():
+    """A drawing with clear edges: what a sketch or an edge map looks like."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (64, 64), "black")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((8, 8, 40, 40), outline="white", width=3)
+    draw.ellipse((30, 30, 60, 60), fill="white")
+    draw.line((0, 63, 63, 0), fill="white", width=2)
+    return image

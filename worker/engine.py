@@ -4,9 +4,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from diffusers import (
+    MultiControlNetModel,
     StableDiffusionControlNetImg2ImgPipeline,
     StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
@@ -14,10 +16,13 @@ from diffusers import (
 )
 from PIL import Image
 
-from openpik.job import Job
+from openpik.job import ControlUnit, Job
 from openpik.settings import Settings, get_settings
-from worker.errors import InvalidInputError
+from worker.control_images import fit
+from worker.controlnet import ControlNetCache, ModedControlNet
+from worker.errors import InvalidInputError, ModelLoadError
 from worker.pipeline_cache import LoadedModel, PipelineCache
+from worker.preprocessors import PreprocessorError, Preprocessors
 from worker.samplers import make_scheduler
 from worker.tiling import circular_padding
 
@@ -28,6 +33,8 @@ PIPELINES = {
     (False, True): StableDiffusionControlNetPipeline,
     (True, True): StableDiffusionControlNetImg2ImgPipeline,
 }
+# The call argument that carries the control images, per pipeline kind (has a reference image).
+CONTROL_IMAGE_ARGUMENT = {False: "image", True: "control_image"}
 
 ProgressHook = Callable[[int, int], None]
 """Called after each denoising step with (steps done, steps in this run)."""
@@ -67,25 +74,25 @@ def diffusers_clip_skip(clip_skip: int) -> int | None:
 class Engine:
     """One per worker process: owns the model cache and turns Jobs into images."""
 
-    def __init__(self, settings: Settings | None = None):
+    def __init__(self, settings: Settings | None = None, annotators_dir: Path | None = None):
         settings = settings or get_settings()
         self.device = resolve_device(settings.device)
         dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.cache = PipelineCache(
             self.device, dtype, budget_bytes=settings.pipeline_cache_mb * 2**20, lora_slots=settings.lora_cache_size
         )
+        self.controlnets = ControlNetCache(self.device, dtype)
+        self.preprocessors = Preprocessors(annotators_dir, self.device)
 
     def run(self, job: Job, images: Mapping[str, Image.Image], on_progress: ProgressHook | None = None) -> GenerationResult:
-        if job.controlnets:
-            raise InvalidInputError("ControlNet units are not supported by this worker version")
         loaded = self.cache.model(job.model)
         self.cache.select_loras(loaded, job.loras)
         seeds = image_seeds(job.seed, job.batch_size)
         pipe = self._pipeline(job, loaded, seeds[0])
-        call = self._call_arguments(job, images, seeds)
+        call = self._call_arguments(job, images, seeds) | self._control_arguments(job, images)
         if on_progress:
             call["callback_on_step_end"] = _progress_callback(on_progress)
-        with torch.inference_mode(), circular_padding([pipe.unet, pipe.vae], enabled=job.tileable):
+        with torch.inference_mode(), circular_padding(_convolution_models(pipe), enabled=job.tileable):
             output = pipe(**call)
         return GenerationResult(images=list(output.images), seeds=seeds)
 
@@ -101,9 +108,35 @@ class Engine:
             feature_extractor=None,
             requires_safety_checker=False,
         )
-        pipe = PIPELINES[(job.init_image is not None, False)](**components)
+        if job.controlnets:
+            cfg_batch = job.cfg_scale > 1
+            components["controlnet"] = MultiControlNetModel([
+                ModedControlNet(self.controlnets.get(unit.controlnet_id, unit.path), unit.mode, cfg_batch)
+                for unit in job.controlnets
+            ])
+        pipe = PIPELINES[(job.init_image is not None, bool(job.controlnets))](**components)
         pipe.set_progress_bar_config(disable=True)
         return pipe
+
+    def _control_arguments(self, job: Job, images: Mapping[str, Image.Image]) -> dict:
+        if not job.controlnets:
+            return {}
+        units = job.controlnets
+        return {
+            CONTROL_IMAGE_ARGUMENT[job.init_image is not None]: [self._control_map(job, u, images) for u in units],
+            "controlnet_conditioning_scale": [u.weight for u in units],
+            "control_guidance_start": [u.start for u in units],
+            "control_guidance_end": [u.end for u in units],
+        }
+
+    def _control_map(self, job: Job, unit: ControlUnit, images: Mapping[str, Image.Image]) -> Image.Image:
+        """The unit's control image, through its preprocessor, fitted to the output size."""
+        try:
+            detected = self.preprocessors.run(unit.preprocessor, _input_image(images, unit.image),
+                                              unit.preprocessor_params, unit.detect_resolution)
+        except PreprocessorError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        return fit(detected, (job.width, job.height), unit.resize_mode)
 
     def _call_arguments(self, job: Job, images: Mapping[str, Image.Image], seeds: list[int]) -> dict:
         call = dict(
@@ -117,7 +150,7 @@ class Engine:
         )
         if job.init_image is None:
             return call | dict(width=job.width, height=job.height)
-        init = _input_image(images, job.init_image).resize((job.width, job.height), Image.Resampling.LANCZOS)
+        init = fit(_input_image(images, job.init_image), (job.width, job.height), job.init_resize_mode)
         return call | dict(image=init, strength=effective_strength(job.strength, job.steps))
 
 
@@ -125,6 +158,11 @@ def _input_image(images: Mapping[str, Image.Image], key: str) -> Image.Image:
     if key not in images:
         raise InvalidInputError(f"input image {key!r} is missing (expired or never stored)")
     return images[key].convert("RGB")
+
+
+def _convolution_models(pipe) -> list[torch.nn.Module]:
+    models = [pipe.unet, pipe.vae]
+    return models + ([pipe.controlnet] if getattr(pipe, "controlnet", None) is not None else [])
 
 
 def _progress_callback(on_progress: ProgressHook):

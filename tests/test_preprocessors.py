@@ -1,0 +1,117 @@
+"""The ControlNet preprocessors on the tiny catalog's random-weight annotator files."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from models_registry.catalog import load_catalog
+from models_registry.tiny import DEFAULT_CATALOG
+from models_registry.tiny_annotators import ANNOTATOR_FILES
+from worker import preprocessors
+from worker.preprocessors import DETECTORS, KNOWN_DETECTORS, PreprocessorError, Preprocessors
+
+SIZE = 64
+SHIPPED = {p.detector: p for p in load_catalog(DEFAULT_CATALOG).preprocessors}
+# ZoeDepth is a 345M-parameter BEiT-L run twice per image (flip augmentation) at 384x512
+# whatever the input size: about 35 s here on 2 CPU cores, so it is opt-in.
+SLOW = pytest.mark.skipif(not os.environ.get("OPENPIK_SLOW_TESTS"), reason="set OPENPIK_SLOW_TESTS=1 (ZoeDepth: ~35 s on CPU)")
+DETECTOR_PARAMS = [pytest.param(key, marks=SLOW) if key == "depth_zoe" else key for key in SHIPPED]
+
+
+@pytest.fixture(scope="module")
+def shapes() -> Image.Image:
+    """A picture with strong and faint edges, a line and flat areas, so every detector has
+    something to find and a threshold has something to decide."""
+    image = Image.new("RGB", (SIZE, SIZE), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((36, 2, 62, 16), fill=(235, 235, 235))
+    draw.rectangle((6, 8, 30, 40), fill="red", outline="black")
+    draw.ellipse((28, 20, 60, 56), fill="blue")
+    draw.line((0, SIZE - 1, SIZE - 1, 0), fill="black", width=3)
+    return image
+
+
+def defaults(key: str) -> dict[str, float]:
+    return {param.name: param.default for param in SHIPPED[key].params}
+
+
+@pytest.mark.parametrize("key", DETECTOR_PARAMS)
+def test_every_shipped_detector_gives_the_same_rgb_map_twice(catalog, shapes, key):
+    runner = Preprocessors(catalog.annotators_dir)
+    first = runner.run(key, shapes, defaults(key), SIZE)
+    second = runner.run(key, shapes, defaults(key), SIZE)
+    assert first.mode == "RGB" and min(first.size) > 0
+    assert np.array_equal(np.asarray(first), np.asarray(second))
+
+
+@pytest.mark.parametrize(
+    ("key", "params", "other"),
+    [
+        ("canny", {"low_threshold": 100, "high_threshold": 200}, {"low_threshold": 10, "high_threshold": 30}),
+        ("scribble_xdog", {"threshold": 32}, {"threshold": 4}),
+        ("recolor_luminance", {"gamma_correction": 1.0}, {"gamma_correction": 0.5}),
+        ("recolor_intensity", {"gamma_correction": 1.0}, {"gamma_correction": 2.0}),
+    ],
+)
+def test_catalog_params_reach_the_detector(catalog, shapes, key, params, other):
+    runner = Preprocessors(catalog.annotators_dir)
+    assert not np.array_equal(np.asarray(runner.run(key, shapes, params, SIZE)),
+                              np.asarray(runner.run(key, shapes, other, SIZE)))
+
+
+def test_a_missing_annotator_file_names_the_file_and_the_detector(tmp_path, shapes):
+    with pytest.raises(PreprocessorError) as error:
+        Preprocessors(tmp_path).run("softedge_hed", shapes, {}, SIZE)
+    assert str(tmp_path / "ControlNetHED.pth") in str(error.value) and "softedge_hed" in str(error.value)
+
+
+def test_no_annotators_dir_names_the_file_and_the_detector(shapes):
+    with pytest.raises(PreprocessorError, match=r"'depth_midas'.*dpt_hybrid-midas-501f0c75\.pt"):
+        Preprocessors(None).run("depth_midas", shapes, {}, SIZE)
+
+
+def test_an_unknown_detector_or_param_is_refused(tmp_path, shapes):
+    with pytest.raises(PreprocessorError, match="'sharpen'"):
+        Preprocessors(tmp_path).run("sharpen", shapes, {}, SIZE)
+    with pytest.raises(PreprocessorError, match="'canny' has no param blur"):
+        Preprocessors(tmp_path).run("canny", shapes, {"blur": 1.0}, SIZE)
+
+
+def test_a_detector_is_built_once_and_reused(monkeypatch, tmp_path, shapes):
+    spec = DETECTORS["canny"]
+    builds = []
+
+    def counting_build(folder, device):
+        builds.append(folder)
+        return spec.build(folder, device)
+
+    monkeypatch.setitem(DETECTORS, "canny", dataclasses.replace(spec, build=counting_build))
+    runner = Preprocessors(tmp_path)
+    runner.run("canny", shapes, {}, SIZE)
+    runner.run("canny", shapes, {"low_threshold": 1}, SIZE)
+    assert len(builds) == 1
+
+
+def test_detect_resolution_defaults_to_512(shapes):
+    assert Preprocessors(None).run("canny", shapes, {}, None).size == (512, 512)
+
+
+def test_the_table_covers_the_catalog_and_the_tiny_files_cover_the_table():
+    assert set(SHIPPED) <= KNOWN_DETECTORS
+    assert {name for spec in DETECTORS.values() for name in spec.files} == set(ANNOTATOR_FILES)
+
+
+def test_importing_the_table_loads_neither_torch_nor_controlnet_aux():
+    code = (
+        "import sys, worker.preprocessors as p; "
+        "assert p.KNOWN_DETECTORS; "
+        "loaded = {'torch', 'controlnet_aux'} & set(sys.modules); "
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(preprocessors.__file__)))

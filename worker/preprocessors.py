@@ -1,0 +1,294 @@
+"""ControlNet preprocessors ("annotators"): a detector key and an image -> a control map.
+
+One table, DETECTORS, holds everything per key: how to build the detector (a controlnet-aux
+class loaded from the operator's annotators folder, or a small function here), which weight
+files it reads there, and which catalog param feeds which call keyword. A detector is built
+on first use and kept for the process lifetime: loading one takes seconds, running it far
+less.
+
+torch and controlnet-aux are imported only when a detector is built, so the gateway can
+validate a catalog against KNOWN_DETECTORS without loading either.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from unittest import mock
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_RESOLUTION = 512
+BOTH_RESOLUTIONS = ("detect_resolution", "image_resolution")
+SHUFFLE_SEED = 0
+# sd-webui-controlnet's XDoG: two Gaussian blurs whose difference marks strokes.
+XDOG_SIGMAS = (0.5, 5.0)
+# Edge-preserving smoothing before the anime lineart network (see _denoised).
+BILATERAL_DIAMETER, BILATERAL_SIGMA = 9, 75
+
+Detector = Callable[..., Any]
+"""Called with an RGB image and keywords; returns a PIL image or an HxW(x3) uint8 array."""
+Builder = Callable[[Path | None, "torch.device"], Detector]
+
+
+class PreprocessorError(Exception):
+    """A preprocessor cannot run (unknown key, missing or unreadable annotator file, unknown
+    param); the message names the detector key and, for files, the path."""
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """How to build one detector and how to call it."""
+
+    build: Builder
+    files: tuple[str, ...] = ()
+    """Annotator weight files it reads from the annotators folder."""
+    params: Mapping[str, str] = field(default_factory=dict)
+    """Catalog param name -> the detector's call keyword."""
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    """Keywords every call passes (the variant of a shared class)."""
+    resolution_keywords: tuple[str, ...] = BOTH_RESOLUTIONS
+    """Keywords that receive the detect resolution; the output stays at that size."""
+
+
+# --- builders ----------------------------------------------------------------------------
+
+
+def _controlnet_aux():
+    import controlnet_aux
+
+    return controlnet_aux
+
+
+def _loaded(class_name: str) -> Builder:
+    """controlnet-aux's class loaded from the annotators folder: given a local folder, its
+    ``from_pretrained`` reads the files there by their usual names and never asks the hub."""
+
+    def build(folder: Path | None, device: torch.device) -> Detector:
+        with bare_argv():
+            return getattr(_controlnet_aux(), class_name).from_pretrained(str(folder)).to(device)
+
+    return build
+
+
+def _weightless(class_name: str) -> Builder:
+    """A controlnet-aux class that needs no weights (plain OpenCV/numpy)."""
+    return lambda folder, device: getattr(_controlnet_aux(), class_name)()
+
+
+def _function(function: Detector) -> Builder:
+    """One of this module's own detectors."""
+    return lambda folder, device: function
+
+
+@contextlib.contextmanager
+def bare_argv() -> Iterator[None]:
+    """LeReS's loader parses ``sys.argv`` (argparse, abbreviations allowed); a bare argv keeps
+    the host program's arguments from leaking into its options or aborting the parse."""
+    with mock.patch.object(sys, "argv", sys.argv[:1]):
+        yield
+
+
+def _seeded(builder: Builder) -> Builder:
+    """Content shuffle draws its flow field from numpy's global RNG: seed it per call (and
+    restore it after) so the same input gives the same map."""
+
+    def build(folder: Path | None, device: torch.device) -> Detector:
+        detector = builder(folder, device)
+
+        def run(image: Image.Image, **kwargs: Any) -> Any:
+            state = np.random.get_state()
+            np.random.seed(SHUFFLE_SEED)
+            try:
+                return detector(image, **kwargs)
+            finally:
+                np.random.set_state(state)
+
+        return run
+
+    return build
+
+
+def _denoised(builder: Builder) -> Builder:
+    """sd-webui-controlnet's lineart_anime_denoise runs MangaLineExtraction (erika.pth), which
+    controlnet-aux 0.0.10 does not ship. The stand-in: the anime lineart network on a
+    bilateral-filtered input, which smooths screentone and noise but keeps edges."""
+
+    def build(folder: Path | None, device: torch.device) -> Detector:
+        detector = builder(folder, device)
+
+        def run(image: Image.Image, **kwargs: Any) -> Any:
+            import cv2
+
+            smooth = cv2.bilateralFilter(np.asarray(image), BILATERAL_DIAMETER, BILATERAL_SIGMA, BILATERAL_SIGMA)
+            return detector(Image.fromarray(smooth), **kwargs)
+
+        return run
+
+    return build
+
+
+# --- own detectors -----------------------------------------------------------------------
+
+
+def _identity(image: Image.Image) -> Image.Image:
+    """``none``: the uploaded image is already the control map."""
+    return image
+
+
+def _scribble_xdog(image: Image.Image, detect_resolution: int, threshold: float = 32) -> np.ndarray:
+    """XDoG scribble as sd-webui-controlnet computes it: where the difference of a fine and a
+    coarse Gaussian blur (darkest channel) exceeds ``threshold`` / 2, a white stroke. Doubled
+    in int32: its uint8 arithmetic wraps and drops a band of strong strokes."""
+    import cv2
+    from controlnet_aux.util import HWC3, resize_image
+
+    pixels = resize_image(HWC3(np.asarray(image)), detect_resolution).astype(np.float32)
+    fine, coarse = (cv2.GaussianBlur(pixels, (0, 0), sigma) for sigma in XDOG_SIGMAS)
+    dog = (255 - np.min(coarse - fine, axis=2)).clip(0, 255).astype(np.uint8)
+    strokes = 2 * (255 - dog.astype(np.int32)) > threshold
+    return np.where(strokes, 255, 0).astype(np.uint8)
+
+
+def _recolor(conversion_name: str, channel: int) -> Detector:
+    """Recolor: one brightness channel of the image as grey, raised to ``gamma_correction``."""
+
+    def recolor(image: Image.Image, gamma_correction: float = 1.0) -> np.ndarray:
+        import cv2
+
+        grey = cv2.cvtColor(np.asarray(image), getattr(cv2, conversion_name))[:, :, channel]
+        return ((grey.astype(np.float32) / 255.0) ** gamma_correction * 255.0).clip(0, 255).astype(np.uint8)
+
+    return recolor
+
+
+# --- the table ---------------------------------------------------------------------------
+
+_NO_RESOLUTION: tuple[str, ...] = ()
+_HED = ("ControlNetHED.pth",)
+_LINEART = ("sk_model.pth", "sk_model2.pth")  # the loader reads the fine and the coarse model
+_LINEART_ANIME = ("netG.pth",)
+
+DETECTORS: dict[str, DetectorSpec] = {
+    "none": DetectorSpec(_function(_identity), resolution_keywords=_NO_RESOLUTION),
+    "canny": DetectorSpec(
+        _weightless("CannyDetector"),
+        params={"low_threshold": "low_threshold", "high_threshold": "high_threshold"},
+    ),
+    "scribble_xdog": DetectorSpec(
+        _function(_scribble_xdog), params={"threshold": "threshold"}, resolution_keywords=("detect_resolution",)
+    ),
+    "scribble_hed": DetectorSpec(_loaded("HEDdetector"), _HED, fixed={"scribble": True}),
+    "softedge_hed": DetectorSpec(_loaded("HEDdetector"), _HED),
+    "lineart": DetectorSpec(_loaded("LineartDetector"), _LINEART, fixed={"coarse": False}),
+    "lineart_anime": DetectorSpec(_loaded("LineartAnimeDetector"), _LINEART_ANIME),
+    "lineart_anime_denoise": DetectorSpec(_denoised(_loaded("LineartAnimeDetector")), _LINEART_ANIME),
+    "mlsd": DetectorSpec(
+        _loaded("MLSDdetector"), ("mlsd_large_512_fp32.pth",),
+        params={"value_threshold": "thr_v", "distance_threshold": "thr_d"},
+    ),
+    "openpose_full": DetectorSpec(
+        _loaded("OpenposeDetector"), ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
+        fixed={"include_body": True, "include_hand": True, "include_face": True},
+    ),
+    "depth_midas": DetectorSpec(_loaded("MidasDetector"), ("dpt_hybrid-midas-501f0c75.pt",)),
+    "depth_leres": DetectorSpec(_loaded("LeresDetector"), ("res101.pth", "latest_net_G.pth")),
+    "depth_zoe": DetectorSpec(_loaded("ZoeDetector"), ("ZoeD_M12_N.pt",)),
+    "normal_bae": DetectorSpec(_loaded("NormalBaeDetector"), ("scannet.pt",)),
+    "shuffle": DetectorSpec(_seeded(_weightless("ContentShuffleDetector"))),
+    "recolor_luminance": DetectorSpec(
+        _function(_recolor("COLOR_RGB2LAB", 0)), params={"gamma_correction": "gamma_correction"},
+        resolution_keywords=_NO_RESOLUTION,
+    ),
+    "recolor_intensity": DetectorSpec(
+        _function(_recolor("COLOR_RGB2HSV", 2)), params={"gamma_correction": "gamma_correction"},
+        resolution_keywords=_NO_RESOLUTION,
+    ),
+    "lineart_standard": DetectorSpec(_weightless("LineartStandardDetector"), resolution_keywords=("detect_resolution",)),
+}
+
+KNOWN_DETECTORS: frozenset[str] = frozenset(DETECTORS)
+
+
+# --- running -----------------------------------------------------------------------------
+
+
+class Preprocessors:
+    """Builds detectors on first use, keeps them, and runs them."""
+
+    def __init__(self, annotators_dir: Path | None, device: torch.device | None = None):
+        self.annotators_dir = Path(annotators_dir) if annotators_dir is not None else None
+        self.device = device if device is not None else _cpu()
+        self._detectors: dict[str, Detector] = {}
+
+    def run(self, detector: str, image: Image.Image, params: Mapping[str, float],
+            detect_resolution: int | None) -> Image.Image:
+        """The RGB control map of ``image``, at the size the detector gives."""
+        spec = _spec(detector)
+        resolution = DEFAULT_RESOLUTION if detect_resolution is None else detect_resolution
+        keywords = {name: resolution for name in spec.resolution_keywords}
+        keywords |= spec.fixed
+        keywords |= _call_params(detector, spec, params)
+        result = self._detector(detector, spec)(image.convert("RGB"), **keywords)
+        return _as_rgb(result)
+
+    def _detector(self, key: str, spec: DetectorSpec) -> Detector:
+        if key not in self._detectors:
+            folder = self._folder_with(key, spec.files)
+            self._detectors[key] = _build(key, spec, folder, self.device)
+        return self._detectors[key]
+
+    def _folder_with(self, key: str, files: tuple[str, ...]) -> Path | None:
+        """The annotators folder, once every file the detector reads is known to be there:
+        checked here because controlnet-aux would fall back to the hub for a missing one."""
+        for name in files:
+            if self.annotators_dir is None:
+                raise PreprocessorError(
+                    f"preprocessor {key!r} needs the annotator file {name}, but the catalog sets no annotators_dir"
+                )
+            path = self.annotators_dir / name
+            if not path.is_file():
+                raise PreprocessorError(f"preprocessor {key!r} needs the annotator file {path}, which does not exist")
+        return self.annotators_dir
+
+
+def _spec(key: str) -> DetectorSpec:
+    try:
+        return DETECTORS[key]
+    except KeyError:
+        raise PreprocessorError(f"unknown preprocessor {key!r}; known: {', '.join(sorted(DETECTORS))}") from None
+
+
+def _call_params(key: str, spec: DetectorSpec, params: Mapping[str, float]) -> dict[str, float]:
+    unknown = sorted(set(params) - set(spec.params))
+    if unknown:
+        known = ", ".join(spec.params) or "none"
+        raise PreprocessorError(f"preprocessor {key!r} has no param {', '.join(unknown)} (it takes: {known})")
+    return {spec.params[name]: value for name, value in params.items()}
+
+
+def _build(key: str, spec: DetectorSpec, folder: Path | None, device: torch.device) -> Detector:
+    """Build the detector; a file that is there but does not load is the operator's to fix,
+    so it is reported like a missing one."""
+    try:
+        return spec.build(folder, device)
+    except Exception as exc:
+        raise PreprocessorError(f"preprocessor {key!r}: cannot load its annotator files from {folder}: {exc}") from exc
+
+
+def _as_rgb(result: Any) -> Image.Image:
+    image = result if isinstance(result, Image.Image) else Image.fromarray(np.asarray(result))
+    return image.convert("RGB")
+
+
+def _cpu() -> torch.device:
+    import torch
+
+    return torch.device("cpu")
