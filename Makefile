@@ -25,11 +25,11 @@ $(TINY_DIR)/catalog.yaml: | install
 
 tiny: $(TINY_DIR)/catalog.yaml
 
-run: tiny
-	@scripts/ensure-redis.sh
-	@echo "Tiny demo models and catalog: $(TINY_DIR)/catalog.yaml"
-	@echo "The gateway and worker processes arrive with issues [3/6] and [4/6]; until then"
-	@echo "the engine runs in-process: see README.md, 'Running a Job from Python'."
+# The whole stack: Redis (started if none answers), the gateway and one worker, on the tiny
+# demo models unless OPENPIK_CATALOG names a catalog. Ctrl-C stops what it started.
+run: install
+	@if [ -z "$$OPENPIK_CATALOG" ] && [ ! -f $(TINY_DIR)/catalog.yaml ]; then $(MAKE) --no-print-directory tiny; fi
+	@PYTHONPATH=. $(PY) scripts/run_stack.py
 
 bench: install
 	@echo "Benchmarks arrive with issue [5/6]."

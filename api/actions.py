@@ -31,6 +31,7 @@ from api.queries.protocol import (
     ListTasksDetailsResponse,
 )
 from models_registry.catalog import Catalog
+from openpik.results import ResultStore
 from openpik.settings import Settings
 from openpik.tasks import TaskStore
 
@@ -42,6 +43,7 @@ class Services:
     settings: Settings
     catalog: Catalog
     tasks: TaskStore
+    results: ResultStore
     generate: GenerateService
 
 

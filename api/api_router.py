@@ -6,7 +6,7 @@ import time
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from api.actions import ACTIONS
@@ -43,11 +43,14 @@ async def dispatch(request: Request) -> JSONResponse:
 
 
 @router.get("/results/{task_id}/{name}", summary="A result image")
-async def result_file(task_id: str, name: str, request: Request):
-    path = request.app.state.services.settings.results_dir / task_id / name
-    if not (RESULT_NAME.match(task_id) and RESULT_FILE.match(name)) or not path.is_file():
-        return JSONResponse({"detail": "not found"}, status_code=404, headers={"X-Content-Type-Options": "nosniff"})
-    return FileResponse(path, media_type="image/png", headers={"X-Content-Type-Options": "nosniff"})
+async def result_file(task_id: str, name: str, request: Request) -> Response:
+    headers = {"X-Content-Type-Options": "nosniff"}
+    data = None
+    if RESULT_NAME.match(task_id) and RESULT_FILE.match(name):
+        data = await run_in_threadpool(request.app.state.services.results.get, f"{task_id}/{name}")
+    if data is None:
+        return JSONResponse({"detail": "not found"}, status_code=404, headers=headers)
+    return Response(data, media_type="image/png", headers=headers)
 
 
 @router.get("/healthz", summary="The gateway process is alive")

@@ -22,6 +22,7 @@ from api.openapi import component_schemas
 from api.protocol_base import Envelope
 from models_registry.catalog import load_catalog
 from openpik.job import Job
+from openpik.results import result_store_from_settings
 from openpik.settings import Settings, get_settings
 from openpik.tasks import GENERATE_TASK, TaskStore
 
@@ -49,6 +50,7 @@ def build_services(settings: Settings) -> tuple[Services, object]:
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     tasks = TaskStore(client, settings.result_ttl_s)
     services = Services(settings=settings, catalog=load_catalog(settings.catalog), tasks=tasks,
+                        results=result_store_from_settings(settings),
                         generate=GenerateService(tasks, make_enqueue(celery_client(settings))))
     return services, key_store_from_settings(settings, client)
 

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from api.errors import InvalidParameter
-
-ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
+from openpik.images import ALLOWED_FORMATS
 
 _DATA_URL_PREFIX = re.compile(r"data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
 
@@ -57,13 +56,6 @@ def decode_image(value: str, field: str, max_pixels: int) -> DecodedImage:
             raise InvalidParameter(f"{field}: not a PNG, JPEG or WEBP image") from None
         except _DECODE_ERRORS as exc:
             raise InvalidParameter(f"{field}: truncated or corrupt image ({exc})") from None
-
-
-def load_pil(data: bytes) -> Image.Image:
-    """Re-open bytes that decode_image accepted (worker side), with the same allow-list."""
-    image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    image.load()
-    return image
 
 
 def _decode_base64(value: str, field: str) -> bytes:

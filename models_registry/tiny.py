@@ -57,7 +57,7 @@ def build_tiny_models(out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     default = load_catalog(DEFAULT_CATALOG)
 
-    for model_id, code, seed, _ in TINY_MAIN_MODELS:
+    for _, code, seed, _ in TINY_MAIN_MODELS:
         build_main_model(out_dir / "main" / code, seed)
     base = out_dir / "main" / TINY_MAIN_MODELS[0][1]
     write_config_folder(base, out_dir / "main" / "tiny-sd15-config")
@@ -117,7 +117,7 @@ def tiny_catalog_dict(default: Catalog) -> dict:
 def build_main_model(out_dir: Path, seed: int) -> Path:
     """An SD1.5-shaped pipeline (UNet, VAE, CLIP text encoder, tokenizer) in diffusers layout."""
     import torch
-    from diffusers import StableDiffusionPipeline, PNDMScheduler
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
 
     out_dir = Path(out_dir)
     tokenizer = build_tokenizer(out_dir / "tokenizer")

@@ -31,8 +31,8 @@ def _lineart():
 def _lineart_anime():
     import functools
 
-    from torch import nn
     from controlnet_aux.lineart_anime import UnetGenerator
+    from torch import nn
 
     norm_layer = functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
     return UnetGenerator(3, 1, 8, 64, norm_layer=norm_layer, use_dropout=False).state_dict()

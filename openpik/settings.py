@@ -13,12 +13,21 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPENPIK_", extra="ignore")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    host: str = "127.0.0.1"
+    port: int = 8000
     catalog: Path = Path(__file__).resolve().parent.parent / "configs" / "catalog.yaml"
     keys_file: Path | None = None
     key_store: Literal["file", "redis"] = Field(default="file", description="Where API keys live: keys_file or Redis")
     require_timestamp: bool = Field(default=False, description="Reject requests without a signed Timestamp")
     timestamp_window_s: int = Field(default=300, ge=1, description="Allowed clock skew of a signed Timestamp")
     results_dir: Path = Path("var/results")
+    result_store: Literal["file", "s3"] = Field(default="file", description="file: results_dir; s3: the bucket")
+    s3_bucket: str = "openpik-results"
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
     public_url: str = "http://127.0.0.1:8000"
     result_ttl_s: int = Field(default=24 * 3600, ge=60)
     max_body_bytes: int = Field(default=32 * 2**20, ge=1024, description="Request body cap (HTTP 413 above)")
@@ -30,6 +39,8 @@ class Settings(BaseSettings):
 
     soft_time_limit_s: int = Field(default=600, ge=1, description="A task past this ends as Error 1003")
     hard_time_limit_s: int = Field(default=660, ge=1, description="The worker child is killed past this")
+    max_attempts: int = Field(default=3, ge=1, description="Lost workers a task survives before it ends as Error")
+    progress_interval_s: float = Field(default=0.25, ge=0, description="Least time between progress writes")
     visibility_timeout_s: int = Field(
         default=900, ge=1, description="Redis redelivers an unacknowledged task after this; keep above the hard limit"
     )

@@ -61,6 +61,7 @@ class TaskRecord:
     started_at: float = 0.0
     finished_at: float = 0.0
     note: str = ""
+    worker: str = ""
 
     def to_hash(self) -> dict[str, str]:
         return {name: _encode(getattr(self, name)) for name in self.__dataclass_fields__}
@@ -75,7 +76,7 @@ class TaskRecord:
             error_code=int(values["error_code"]), error_message=values["error_message"],
             attempts=int(values["attempts"]), created_at=float(values["created_at"]),
             started_at=float(values["started_at"]), finished_at=float(values["finished_at"]),
-            note=values.get("note", ""),
+            note=values.get("note", ""), worker=values.get("worker", ""),
         )
 
 
@@ -130,15 +131,29 @@ class TaskStore:
         mapping = {name: _encode(value) for name, value in fields.items()}
         self.redis.eval(_UPDATE_IF_EXISTS, 1, record_key(task_id), *[x for kv in mapping.items() for x in kv])
 
-    def mark_started(self, task_id: str, queue: str) -> int:
-        """Running, attempt counted, out of the queue; returns the attempt number."""
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(record_key(task_id), "attempts", 1)
-            pipe.zrem(queued_key(queue), task_id)
-            attempts, _ = pipe.execute()
-        self.update(task_id, status=TaskStatus.RUNNING.value, started_at=time.time(), progress=0)
-        return int(attempts)
+    def mark_started(self, task_id: str, queue: str, worker: str) -> int | None:
+        """Running, attempt counted, out of the queue; the attempt number, None if the record expired."""
+        attempts = self.redis.eval(_START_IF_EXISTS, 2, record_key(task_id), queued_key(queue), task_id,
+                                   TaskStatus.RUNNING.value, time.time(), worker)
+        return None if attempts is None else int(attempts)
 
+    def finish(self, task_id: str, urls: list[str], seeds: list[int]) -> None:
+        self.update(task_id, status=TaskStatus.FINISHED.value, urls=urls, seeds=seeds, progress=100,
+                    finished_at=time.time())
+
+    def fail(self, task_id: str, code: int, message: str, queue: str | None = None) -> None:
+        self.update(task_id, status=TaskStatus.ERROR.value, error_code=code, error_message=message,
+                    finished_at=time.time())
+        if queue:
+            self.redis.zrem(queued_key(queue), task_id)
+
+
+_START_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'started_at', ARGV[3], 'progress', 0, 'worker', ARGV[4])
+return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+"""
 
 # HSET only when the record still exists: a late worker must not resurrect an expired task.
 _UPDATE_IF_EXISTS = """

@@ -107,3 +107,99 @@ def signed(body: dict, key: Key = KEY_A, **overrides) -> dict:
     """``body`` with PublicKey and a valid Signature (overrides replace fields after signing)."""
     with_key = {"PublicKey": key.public} | body
     return with_key | {"Signature": sign(with_key, key.private)} | overrides
+
+
+class Worker:
+    """An `openpik-worker` process (Celery main process plus its one pool child)."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, name: str, queues: str = "openpik.default"):
+        self.name = name
+        self.queues = queues
+        self.env = os.environ | {"OPENPIK_DEVICE": "cpu"} | env
+        self.log = log_dir / f"worker-{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> Worker:
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "worker.cli", "--queues", self.queues, "--name", f"{self.name}@test",
+                 "--loglevel", "INFO"], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if " ready." in self.log.read_text():
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        raise RuntimeError(f"worker {self.name} not ready:\n{self.log.read_text()[-3000:]}")
+
+    def child_pids(self) -> list[int]:
+        import psutil
+
+        return [c.pid for c in psutil.Process(self.process.pid).children(recursive=True)]
+
+    def kill(self) -> None:
+        """kill -9 of the whole worker: main process and pool child."""
+        import signal
+
+        for pid in [*self.child_pids(), self.process.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.kill()
+
+
+class RedisServer:
+    """A redis-server of our own, with the shipped durability settings (AOF, fsync always)."""
+
+    def __init__(self, data_dir: Path, port: int | None = None):
+        self.port = port or free_port()
+        self.dir = data_dir
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            ["redis-server", str(REPO / "configs" / "redis.conf"), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.dir), "--daemonize", "no", "--logfile", str(self.dir / "redis.log")])
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.kill()
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")

@@ -24,7 +24,8 @@ from starlette.routing import Route
 
 from api.body import parse_json_object, read_body
 from api.errors import BodyTooLarge, InvalidParameter, MalformedBody
-from api.images import DecodedImage, decode_image, load_pil
+from api.images import DecodedImage, decode_image
+from openpik.images import open_stored_image
 
 FIELD = "ControlNetParams[1].ControlNetImg"
 MAX_PIXELS = 4096 * 4096
@@ -219,7 +220,7 @@ def test_valid_images_decode(fmt, prefix):
     data = _image_bytes(fmt)
     decoded = decode_image(prefix.format(lower=fmt.lower(), fmt=fmt) + _b64(data), FIELD, MAX_PIXELS)
     assert decoded == DecodedImage(data=data, format=fmt, width=40, height=30)
-    assert load_pil(decoded.data).size == (40, 30)
+    assert open_stored_image(decoded.data).size == (40, 30)
 
 
 def test_declared_type_is_not_trusted():

@@ -9,7 +9,6 @@ from openpik.job import round_dimension
 from tests.engine_helpers import first_unet_inputs, pixels, run
 from worker.samplers import SAMPLERS, UnknownSamplerError
 
-
 # --- seeds and batches -------------------------------------------------------------------
 
 

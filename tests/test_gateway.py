@@ -8,26 +8,25 @@ import subprocess
 import sys
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 
 from api.generate.serving import idempotency_key
-from tests.stack import DISABLED, KEY_A, KEY_B, REPO, Gateway, fresh_redis, signed, write_catalog_with_custom_model, \
-    write_keys_file
+from tests.requests import PNG, custom_unit, img2img, txt2img
+from tests.stack import (
+    DISABLED,
+    KEY_A,
+    KEY_B,
+    REPO,
+    Gateway,
+    fresh_redis,
+    signed,
+    write_catalog_with_custom_model,
+    write_keys_file,
+)
 
 REDIS_DB = 13
 QUEUE = "openpik.default"
-
-
-def png_base64(size=(64, 64), seed=0) -> str:
-    rng = np.random.default_rng(seed)
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-PNG = png_base64()
 
 
 @pytest.fixture(scope="module")
@@ -48,22 +47,6 @@ def gateway(tiny_catalog_path, tmp_path_factory, redis_client):
     server = Gateway(env).start()
     yield server
     server.stop()
-
-
-def txt2img(**fields) -> dict:
-    return {"Action": "GenerateTxt2Img", "ModelType": "combined_model", "MainModelId": 1, "BatchSize": 1,
-            "Steps": 4, "CfgScale": 7.5, "Seed": 1, "Sampler": "Euler a", "Width": 64, "Height": 64,
-            "ClipSkip": 1, "TranslatePrompt": False, "PositivePrompts": ["an apple"]} | fields
-
-
-def img2img(**fields) -> dict:
-    return txt2img(Action="GenerateImg2Img", ReferenceImage=PNG, ReferenceScale=0.5) | fields
-
-
-def custom_unit(**fields) -> dict:
-    return {"ControlNetImg": PNG, "ControlPreSetId": 0, "ControlWeight": 1, "ModelId": 1, "PreProcessorId": 2,
-            "StartingControlStep": 0, "EndingControlStep": 1, "ControlMode": "Balanced", "ResizeMode": "JustResize",
-            "PreProcessorResolution": 512, "Param1Value": 100, "Param2Value": 200} | fields
 
 
 def queue_state(redis_client) -> tuple[int, int]:

@@ -1,0 +1,144 @@
+"""The generate task: a queued Job -> images in the result store and a Finished record.
+
+Everything a client can see goes through the task record; every way a task can end writes
+Finished or Error there, with the TaskErrorCode of spec section 8.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import time
+from functools import cache
+
+from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery import Task
+
+from openpik.images import open_stored_image
+from openpik.job import Job
+from openpik.results import ResultStore, result_name, result_store_from_settings
+from openpik.settings import get_settings
+from openpik.tasks import GENERATE_TASK, TaskStore
+from worker.celery_app import app
+from worker.errors import InvalidInputError, TaskError, TimeLimitError
+
+log = logging.getLogger("openpik.worker")
+CLEANUP_INTERVAL_S = 600
+
+
+@cache
+def task_store() -> TaskStore:
+    import redis
+
+    settings = get_settings()
+    return TaskStore(redis.Redis.from_url(settings.redis_url, socket_timeout=10), settings.result_ttl_s)
+
+
+@cache
+def result_store() -> ResultStore:
+    return result_store_from_settings(get_settings())
+
+
+@cache
+def engine():
+    """Created in the pool's child on its first task: CUDA and models never touch the parent."""
+    from models_registry.catalog import load_catalog
+    from worker.engine import Engine
+
+    settings = get_settings()
+    return Engine(settings, annotators_dir=load_catalog(settings.catalog).annotators_dir)
+
+
+class GenerateTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        """Runs in the parent when the child was killed for the hard time limit."""
+        if isinstance(exc, TimeLimitExceeded):
+            task_store().fail(task_id, TimeLimitError.code, "the task ran past this server's hard time limit")
+
+
+@app.task(name=GENERATE_TASK, base=GenerateTask, bind=True)
+def generate(self, job_data: dict) -> None:
+    job = Job.model_validate(job_data)
+    queue = (self.request.delivery_info or {}).get("routing_key") or "openpik.default"
+    run_job(job, queue, self.request.hostname or "")
+
+
+def run_job(job: Job, queue: str, worker: str) -> None:
+    settings = get_settings()
+    tasks = task_store()
+    attempt = tasks.mark_started(job.task_id, queue, worker)
+    if attempt is None:
+        log.warning("task %s expired before it ran", job.task_id)
+        return
+    if attempt > settings.max_attempts:
+        tasks.fail(job.task_id, 1099, f"the task stopped its worker {attempt - 1} times; not retried")
+        return
+    try:
+        urls, seeds = _generate(job, tasks)
+    except TaskError as exc:
+        tasks.fail(job.task_id, exc.code, str(exc))
+    except SoftTimeLimitExceeded:
+        tasks.fail(job.task_id, TimeLimitError.code, "the task ran past this server's time limit")
+    except Exception as exc:  # anything else is ours: log it, tell the client in words
+        code, message = _classify(exc)
+        log.exception("task %s failed", job.task_id)
+        tasks.fail(job.task_id, code, message)
+    else:
+        tasks.finish(job.task_id, urls, seeds)
+    _cleanup_expired_results()
+
+
+def _generate(job: Job, tasks: TaskStore) -> tuple[list[str], list[int]]:
+    stored = tasks.images(job.task_id, job.image_keys)
+    missing = set(job.image_keys) - set(stored)
+    if missing:
+        raise InvalidInputError(f"input images expired before the task ran: {', '.join(sorted(missing))}")
+    images = {name: open_stored_image(data) for name, data in stored.items()}
+    result = engine().run(job, images, on_progress=_progress_writer(tasks, job.task_id))
+    settings = get_settings()
+    urls = []
+    for index, image in enumerate(result.images):
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        result_store().put(result_name(job.task_id, index), buffer.getvalue())
+        urls.append(f"{settings.public_url.rstrip('/')}/results/{result_name(job.task_id, index)}")
+    return urls, result.seeds
+
+
+def _progress_writer(tasks: TaskStore, task_id: str):
+    """Progress 0..99 while running (100 only when Finished), at most every few hundred ms."""
+    interval = get_settings().progress_interval_s
+    last = 0.0
+
+    def write(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= interval:
+            last = now
+            tasks.update(task_id, progress=min(99, int(100 * done / total)))
+
+    return write
+
+
+def _classify(exc: Exception) -> tuple[int, str]:
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return 1002, "out of GPU memory: ask for fewer or smaller images"
+    return 1099, f"internal error ({type(exc).__name__}); the operator's logs have the details"
+
+
+_last_cleanup = 0.0
+
+
+def _cleanup_expired_results() -> None:
+    global _last_cleanup
+    if time.monotonic() - _last_cleanup < CLEANUP_INTERVAL_S:
+        return
+    _last_cleanup = time.monotonic()
+    try:
+        deleted = result_store().delete_older_than(get_settings().result_ttl_s)
+    except Exception:
+        log.exception("deleting expired results failed")
+        return
+    if deleted:
+        log.info("deleted %d expired result images", deleted)
