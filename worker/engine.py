@@ -123,20 +123,14 @@ class Engine:
             return {}
         units = job.controlnets
         return {
-            CONTROL_IMAGE_ARGUMENT[job.init_image is not None]: [self._control_map(job, u, images) for u in units],
+            CONTROL_IMAGE_ARGUMENT[job.init_image is not None]: [
+                control_map(self.preprocessors, u, _input_image(images, u.image), (job.width, job.height))
+                for u in units
+            ],
             "controlnet_conditioning_scale": [u.weight for u in units],
             "control_guidance_start": [u.start for u in units],
             "control_guidance_end": [u.end for u in units],
         }
-
-    def _control_map(self, job: Job, unit: ControlUnit, images: Mapping[str, Image.Image]) -> Image.Image:
-        """The unit's control image, through its preprocessor, fitted to the output size."""
-        try:
-            detected = self.preprocessors.run(unit.preprocessor, _input_image(images, unit.image),
-                                              unit.preprocessor_params, unit.detect_resolution)
-        except PreprocessorError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        return fit(detected, (job.width, job.height), unit.resize_mode)
 
     def _call_arguments(self, job: Job, images: Mapping[str, Image.Image], seeds: list[int]) -> dict:
         call = dict(
@@ -152,6 +146,16 @@ class Engine:
             return call | dict(width=job.width, height=job.height)
         init = fit(_input_image(images, job.init_image), (job.width, job.height), job.init_resize_mode)
         return call | dict(image=init, strength=effective_strength(job.strength, job.steps))
+
+
+def control_map(preprocessors: Preprocessors, unit: ControlUnit, image: Image.Image,
+                size: tuple[int, int]) -> Image.Image:
+    """The unit's control image through its preprocessor, fitted to the output size."""
+    try:
+        detected = preprocessors.run(unit.preprocessor, image, unit.preprocessor_params, unit.detect_resolution)
+    except PreprocessorError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    return fit(detected, size, unit.resize_mode)
 
 
 def _input_image(images: Mapping[str, Image.Image], key: str) -> Image.Image:
