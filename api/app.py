@@ -51,7 +51,8 @@ def build_services(settings: Settings) -> tuple[Services, object]:
     tasks = TaskStore(client, settings.result_ttl_s)
     services = Services(settings=settings, catalog=load_catalog(settings.catalog), tasks=tasks,
                         results=result_store_from_settings(settings),
-                        generate=GenerateService(tasks, make_enqueue(celery_client(settings))))
+                        generate=GenerateService(tasks, make_enqueue(celery_client(settings)),
+                                                 settings.max_queue_depth, settings.max_queued_per_key))
     return services, key_store_from_settings(settings, client)
 
 

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=32 * 2**20, ge=1024, description="Request body cap (HTTP 413 above)")
     max_json_depth: int = Field(default=32, ge=4, le=256, description="Deepest JSON nesting accepted")
     max_image_pixels: int = Field(default=4096 * 4096, ge=64 * 64, description="Pixel cap of each client image")
+    max_queue_depth: int = Field(default=10000, ge=0, description="Tasks waiting in a queue before new ones get 150")
+    max_queued_per_key: int = Field(default=200, ge=0, description="Tasks one key may have waiting before 180")
+    engine: Literal["diffusers", "stub"] = Field(
+        default="diffusers", description="stub: instant solid images, for load-testing the stack without a GPU"
+    )
     max_task_cost: int = Field(
         default=0, ge=0, description="Cap on Width x Height x Steps x BatchSize per task; 0 = off (as PICPIK)"
     )
@@ -46,6 +51,13 @@ class Settings(BaseSettings):
     )
 
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        default="auto", description="auto: float16 on CUDA, float32 on CPU"
+    )
+    micro_batch_pixels: int = Field(
+        default=8 * 512 * 512, ge=0, description="Pixels denoised at once; a task's batch runs in chunks (0: whole)"
+    )
+    vae_tiling_pixels: int = Field(default=1536 * 1536, ge=0, description="Decode larger images tile by tile")
     pipeline_cache_mb: int = Field(default=16000, ge=0, description="Memory budget of loaded main models")
     lora_cache_size: int = Field(default=8, ge=1, description="LoRA adapters kept loaded per main model")
 

@@ -44,6 +44,11 @@ def queued_key(queue: str) -> str:
     return f"{PREFIX}queued:{queue}"
 
 
+def owner_queued_key(owner: str) -> str:
+    """A sorted set of one key's tasks not yet started (score: enqueue time), for fairness."""
+    return f"{PREFIX}owner-queued:{owner}"
+
+
 @dataclass
 class TaskRecord:
     task_id: str
@@ -98,14 +103,27 @@ class TaskStore:
             for name, data in images.items():
                 pipe.set(image_key(record.task_id, name), data, ex=self.ttl_s)
             pipe.zadd(queued_key(record.queue), {record.task_id: record.created_at})
+            pipe.zadd(owner_queued_key(record.owner), {record.task_id: record.created_at})
             pipe.execute()
 
-    def delete(self, task_id: str, image_names: list[str], queue: str) -> None:
-        keys = [record_key(task_id)] + [image_key(task_id, n) for n in image_names]
+    def delete(self, record: TaskRecord, image_names: list[str]) -> None:
+        keys = [record_key(record.task_id)] + [image_key(record.task_id, n) for n in image_names]
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(*keys)
-            pipe.zrem(queued_key(queue), task_id)
+            pipe.zrem(queued_key(record.queue), record.task_id)
+            pipe.zrem(owner_queued_key(record.owner), record.task_id)
             pipe.execute()
+
+    def queue_depth(self, queue: str) -> int:
+        return self.redis.zcard(queued_key(queue))
+
+    def queued_for(self, owner: str) -> int:
+        """How many of ``owner``'s tasks wait; entries older than the TTL (lost records) are dropped."""
+        key = owner_queued_key(owner)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(key, "-inf", time.time() - self.ttl_s)
+            pipe.zcard(key)
+            return pipe.execute()[1]
 
     def get(self, task_id: str) -> TaskRecord | None:
         raw = self.redis.hgetall(record_key(task_id))
@@ -134,23 +152,23 @@ class TaskStore:
     def mark_started(self, task_id: str, queue: str, worker: str) -> int | None:
         """Running, attempt counted, out of the queue; the attempt number, None if the record expired."""
         attempts = self.redis.eval(_START_IF_EXISTS, 2, record_key(task_id), queued_key(queue), task_id,
-                                   TaskStatus.RUNNING.value, time.time(), worker)
+                                   TaskStatus.RUNNING.value, time.time(), worker, owner_queued_key(""))
         return None if attempts is None else int(attempts)
 
     def finish(self, task_id: str, urls: list[str], seeds: list[int]) -> None:
         self.update(task_id, status=TaskStatus.FINISHED.value, urls=urls, seeds=seeds, progress=100,
                     finished_at=time.time())
 
-    def fail(self, task_id: str, code: int, message: str, queue: str | None = None) -> None:
+    def fail(self, task_id: str, code: int, message: str) -> None:
         self.update(task_id, status=TaskStatus.ERROR.value, error_code=code, error_message=message,
                     finished_at=time.time())
-        if queue:
-            self.redis.zrem(queued_key(queue), task_id)
 
 
+# The task leaves both waiting sets (its queue's and its owner's) as it starts.
 _START_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', ARGV[5] .. redis.call('HGET', KEYS[1], 'owner'), ARGV[1])
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'started_at', ARGV[3], 'progress', 0, 'worker', ARGV[4])
 return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 """

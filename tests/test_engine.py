@@ -141,3 +141,35 @@ def test_tileable_changes_the_image_and_is_restored_after(engine, make_job):
     after = run(engine, make_job())
     assert not np.array_equal(pixels(plain)[0], pixels(tiled)[0])
     assert np.array_equal(pixels(plain)[0], pixels(after)[0])
+
+
+# --- micro-batches --------------------------------------------------------------------------
+
+
+def test_micro_batches_keep_each_images_seed_and_equal_the_same_chunks_run_alone(catalog, make_job):
+    from openpik.settings import Settings
+    from worker.engine import Engine, micro_batches
+
+    assert micro_batches([5, 6, 7, 8, 9], 64 * 64, 2 * 64 * 64) == [[5, 6], [7, 8], [9]]
+    assert micro_batches([5, 6, 7], 64 * 64, 0) == [[5, 6, 7]]
+    assert micro_batches([5, 6], 512 * 512, 64 * 64) == [[5], [6]]
+    chunked = Engine(Settings(device="cpu", micro_batch_pixels=2 * 64 * 64), annotators_dir=catalog.annotators_dir)
+    whole = Engine(Settings(device="cpu", micro_batch_pixels=0), annotators_dir=catalog.annotators_dir)
+    progress: list[tuple[int, int]] = []
+    four = chunked.run(make_job(batch_size=4, seed=40), {}, on_progress=lambda d, t: progress.append((d, t)))
+    assert four.seeds == [40, 41, 42, 43] and len(four.images) == 4
+    assert progress[-1] == (16, 16) and progress[7] == (8, 16)
+    for start in (40, 42):
+        pair = run(whole, make_job(batch_size=2, seed=start))
+        assert np.array_equal(pixels(pair)[0], pixels(four)[start - 40])
+        assert np.array_equal(pixels(pair)[1], pixels(four)[start - 40 + 1])
+
+
+def test_large_images_decode_tile_by_tile(catalog, make_job):
+    from openpik.settings import Settings
+    from worker.engine import Engine
+
+    tiled = Engine(Settings(device="cpu", vae_tiling_pixels=32 * 32), annotators_dir=catalog.annotators_dir)
+    result = tiled.run(make_job(steps=2, vae=None), {})
+    assert result.images[0].size == (64, 64)
+    assert tiled.cache.model(make_job().model).pipe.vae.use_tiling

@@ -72,7 +72,10 @@ class ControlNetCache:
                 raise ModelLoadError(f"ControlNet {controlnet_id} could not be loaded from {path}: {exc}") from exc
             while len(self._models) >= self.capacity:
                 self._models.popitem(last=False)
-            self._models[path] = model.to(self.device)
+            model = model.to(self.device)
+            if self.device.type == "cuda":
+                model.to(memory_format=torch.channels_last)
+            self._models[path] = model
             self.loads += 1
         self._models.move_to_end(path)
         return self._models[path]

@@ -52,6 +52,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """float16 on CUDA unless told otherwise (bfloat16 where its range matters), float32 on CPU."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def micro_batches(seeds: list[int], pixels_per_image: int, budget_pixels: int) -> list[list[int]]:
+    """The task's images in chunks of at most ``budget_pixels`` pixels (0: all at once).
+
+    A chunk's memory grows with its pixel count; each image keeps its own seed whatever
+    chunk it falls in.
+    """
+    size = max(1, budget_pixels // pixels_per_image) if budget_pixels else len(seeds)
+    return [seeds[i : i + size] for i in range(0, len(seeds), size)]
+
+
 def image_seeds(seed: int, batch_size: int) -> list[int]:
     """Image i uses seed + i; -1 draws the base seed (reported back, so it reproduces)."""
     base = secrets.randbelow(2**32) if seed == -1 else seed
@@ -77,7 +94,9 @@ class Engine:
     def __init__(self, settings: Settings | None = None, annotators_dir: Path | None = None):
         settings = settings or get_settings()
         self.device = resolve_device(settings.device)
-        dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        dtype = resolve_dtype(settings.dtype, self.device)
+        self.micro_batch_pixels = settings.micro_batch_pixels
+        self.vae_tiling_pixels = settings.vae_tiling_pixels
         self.cache = PipelineCache(
             self.device, dtype, budget_bytes=settings.pipeline_cache_mb * 2**20, lora_slots=settings.lora_cache_size
         )
@@ -88,13 +107,17 @@ class Engine:
         loaded = self.cache.model(job.model)
         self.cache.select_loras(loaded, job.loras)
         seeds = image_seeds(job.seed, job.batch_size)
-        pipe = self._pipeline(job, loaded, seeds[0])
-        call = self._call_arguments(job, images, seeds) | self._control_arguments(job, images)
-        if on_progress:
-            call["callback_on_step_end"] = _progress_callback(on_progress)
-        with torch.inference_mode(), circular_padding(_convolution_models(pipe), enabled=job.tileable):
-            output = pipe(**call)
-        return GenerationResult(images=list(output.images), seeds=seeds)
+        control = self._control_arguments(job, images)
+        chunks = micro_batches(seeds, job.width * job.height, self.micro_batch_pixels)
+        results: list[Image.Image] = []
+        for index, chunk in enumerate(chunks):
+            pipe = self._pipeline(job, loaded, chunk[0])
+            call = self._call_arguments(job, images, chunk) | control
+            if on_progress:
+                call["callback_on_step_end"] = _progress_callback(on_progress, index, len(chunks))
+            with torch.inference_mode(), circular_padding(_convolution_models(pipe), enabled=job.tileable):
+                results += pipe(**call).images
+        return GenerationResult(images=results, seeds=seeds)
 
     def _pipeline(self, job: Job, loaded: LoadedModel, seed: int):
         base = loaded.pipe
@@ -116,6 +139,8 @@ class Engine:
             ])
         pipe = PIPELINES[(job.init_image is not None, bool(job.controlnets))](**components)
         pipe.set_progress_bar_config(disable=True)
+        large = job.width * job.height > self.vae_tiling_pixels
+        pipe.vae.enable_tiling() if large else pipe.vae.disable_tiling()
         return pipe
 
     def _control_arguments(self, job: Job, images: Mapping[str, Image.Image]) -> dict:
@@ -138,7 +163,7 @@ class Engine:
             negative_prompt=job.negative_prompt or None,
             num_inference_steps=job.steps,
             guidance_scale=job.cfg_scale,
-            num_images_per_prompt=job.batch_size,
+            num_images_per_prompt=len(seeds),
             generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
             clip_skip=diffusers_clip_skip(job.clip_skip),
         )
@@ -169,10 +194,12 @@ def _convolution_models(pipe) -> list[torch.nn.Module]:
     return models + ([pipe.controlnet] if getattr(pipe, "controlnet", None) is not None else [])
 
 
-def _progress_callback(on_progress: ProgressHook):
+def _progress_callback(on_progress: ProgressHook, chunk: int, chunks: int):
+    """Steps of micro-batch ``chunk`` of ``chunks``, reported as progress over the whole task."""
+
     def callback(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         total = max(getattr(pipe, "num_timesteps", 0) or 0, step + 1)
-        on_progress(step + 1, total)
+        on_progress(chunk * total + step + 1, chunks * total)
         return callback_kwargs
 
     return callback

@@ -110,7 +110,11 @@ class PipelineCache:
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise ModelLoadError(f"main model {ref.model_id} could not be loaded from {ref.path}: {exc}") from exc
         pipe.set_progress_bar_config(disable=True)
-        return pipe.to(self.device)
+        pipe = pipe.to(self.device)
+        if self.device.type == "cuda":
+            pipe.unet.to(memory_format=torch.channels_last)
+            pipe.vae.to(memory_format=torch.channels_last)
+        return pipe
 
     def _evict_to_fit(self, incoming: int) -> None:
         while self._models and self._resident_bytes() + incoming > self.budget_bytes:

@@ -41,10 +41,14 @@ def result_store() -> ResultStore:
 @cache
 def engine():
     """Created in the pool's child on its first task: CUDA and models never touch the parent."""
+    settings = get_settings()
+    if settings.engine == "stub":
+        from worker.stub_engine import StubEngine
+
+        return StubEngine()
     from models_registry.catalog import load_catalog
     from worker.engine import Engine
 
-    settings = get_settings()
     return Engine(settings, annotators_dir=load_catalog(settings.catalog).annotators_dir)
 
 

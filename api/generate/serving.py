@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from api.errors import InvalidParameter, ServiceUnavailable
+from api.errors import InvalidParameter, LoadShedding, ServiceUnavailable, TooManyQueued
 from api.generate.protocol import (
     ControlNetItem,
     ControlNetParam,
@@ -289,11 +289,18 @@ Enqueue = Callable[[Job, str], None]
 
 
 class GenerateService:
-    """Stores a validated Submission, enqueues it, and keeps request_uuid idempotent."""
+    """Stores a validated Submission, enqueues it, and keeps request_uuid idempotent.
 
-    def __init__(self, tasks: TaskStore, enqueue: Enqueue):
+    Backpressure: a queue deeper than ``max_queue_depth`` sheds new work (150) and one key
+    may have at most ``max_queued_per_key`` tasks waiting (180), so a burst from one client
+    cannot starve the others. 0 turns a limit off.
+    """
+
+    def __init__(self, tasks: TaskStore, enqueue: Enqueue, max_queue_depth: int = 0, max_queued_per_key: int = 0):
         self.tasks = tasks
         self.enqueue = enqueue
+        self.max_queue_depth = max_queue_depth
+        self.max_queued_per_key = max_queued_per_key
 
     def submit(self, submission: Submission, action: str, owner: str, body: dict) -> str:
         request_uuid = body.get("request_uuid")
@@ -303,14 +310,27 @@ class GenerateService:
             existing = self._claim(owner, request_uuid, task_id, fingerprint)
             if existing is not None:
                 return existing
+        try:
+            self._check_limits(submission.queue, owner)
+        except (LoadShedding, TooManyQueued):
+            if request_uuid:
+                self.tasks.redis.delete(idempotency_key(owner, request_uuid))
+            raise
         record = TaskRecord(task_id=task_id, owner=owner, action=action, queue=submission.queue, note=submission.note)
         try:
             self.tasks.create(record, submission.images)
             self.enqueue(submission.job.model_copy(update={"task_id": task_id}), submission.queue)
         except Exception as exc:
-            self._forget(task_id, submission, owner, request_uuid)
+            self._forget(record, submission, request_uuid)
             raise ServiceUnavailable(f"the task queue is unreachable ({type(exc).__name__}); retry later") from exc
         return task_id
+
+    def _check_limits(self, queue: str, owner: str) -> None:
+        if self.max_queue_depth and self.tasks.queue_depth(queue) >= self.max_queue_depth:
+            raise LoadShedding(f"the queue holds {self.max_queue_depth} tasks or more; retry later")
+        if self.max_queued_per_key and self.tasks.queued_for(owner) >= self.max_queued_per_key:
+            raise TooManyQueued(f"this key already has {self.max_queued_per_key} tasks waiting; "
+                                "retry when some have started")
 
     def _claim(self, owner: str, request_uuid: str, task_id: str, fingerprint: str) -> str | None:
         """Reserve request_uuid for this task; return the earlier task's id on a replay."""
@@ -322,11 +342,11 @@ class GenerateService:
             raise InvalidParameter("request_uuid: already used with other parameters")
         return earlier_task
 
-    def _forget(self, task_id: str, submission: Submission, owner: str, request_uuid: str | None) -> None:
+    def _forget(self, record: TaskRecord, submission: Submission, request_uuid: str | None) -> None:
         try:
-            self.tasks.delete(task_id, list(submission.images), submission.queue)
+            self.tasks.delete(record, list(submission.images))
             if request_uuid:
-                self.tasks.redis.delete(idempotency_key(owner, request_uuid))
+                self.tasks.redis.delete(idempotency_key(record.owner, request_uuid))
         except Exception:  # Redis is down: the record and claim expire with their TTL
             pass
 
