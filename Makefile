@@ -18,6 +18,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 
 test: install
 	scripts/ensure-redis.sh
+	scripts/ensure-chromium.sh
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 $(TINY_DIR)/catalog.yaml: | install
@@ -31,8 +32,10 @@ run: install
 	@if [ -z "$$OPENPIK_CATALOG" ] && [ ! -f $(TINY_DIR)/catalog.yaml ]; then $(MAKE) --no-print-directory tiny; fi
 	@PYTHONPATH=. $(PY) scripts/run_stack.py
 
+# Ratios measured in one run (README "Benchmarks"); Redis DB 9 only. `bench/run.py --quick` for a smoke run.
 bench: install
-	@echo "Benchmarks arrive with issue [5/6]."
+	scripts/ensure-redis.sh
+	HF_HUB_OFFLINE=1 $(PY) bench/run.py
 
 clean:
 	rm -rf var .pytest_cache

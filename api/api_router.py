@@ -1,4 +1,4 @@
-"""Routes only: the one PICPIK endpoint, result files and health checks."""
+"""Routes only: the one PICPIK endpoint, result files, the playground and health checks."""
 from __future__ import annotations
 
 import re
@@ -9,9 +9,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from api import playground
 from api.actions import ACTIONS
 from api.body import parse_json_object, read_body
 from api.errors import InvalidParameter, MissingAction, UnsupportedAction
+from api.metrics import CONTENT_TYPE, exposition
 from api.openapi import request_body_schema
 from api.protocol_base import Envelope
 from api.signature import verify
@@ -29,6 +31,7 @@ async def dispatch(request: Request) -> JSONResponse:
     settings = services.settings
     body = parse_json_object(await read_body(request, settings.max_body_bytes), settings.max_json_depth)
     request.state.echo = _echo(body)
+    request.state.body = body  # for the request log line (api.metrics)
     action = ACTIONS.get(_action_name(body))
     if action is None:
         raise UnsupportedAction(f"Action not supported: {body['Action']}")
@@ -51,6 +54,21 @@ async def result_file(task_id: str, name: str, request: Request) -> Response:
     if data is None:
         return JSONResponse({"detail": "not found"}, status_code=404, headers=headers)
     return Response(data, media_type="image/png", headers=headers)
+
+
+@router.get("/playground", include_in_schema=False)
+async def playground_page() -> Response:
+    return playground.page_response()
+
+
+@router.get("/playground/{name}", include_in_schema=False)
+async def playground_asset(name: str) -> Response:
+    return playground.asset_response(name)
+
+
+@router.get("/metrics", summary="Prometheus metrics: this gateway's requests, the queues' depth, tasks by status")
+async def metrics(request: Request) -> Response:
+    return Response(await run_in_threadpool(exposition, request.app.state.services), media_type=CONTENT_TYPE)
 
 
 @router.get("/healthz", summary="The gateway process is alive")

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
+from api import metrics
 from api.actions import Services
 from api.api_router import router
 from api.errors import ApiError, ServiceUnavailable
@@ -22,6 +23,7 @@ from api.openapi import component_schemas
 from api.protocol_base import Envelope
 from models_registry.catalog import load_catalog
 from openpik.job import Job
+from openpik.logs import configure_json_logging
 from openpik.results import result_store_from_settings
 from openpik.settings import Settings, get_settings
 from openpik.tasks import GENERATE_TASK, TaskStore
@@ -59,12 +61,14 @@ def build_services(settings: Settings) -> tuple[Services, object]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        configure_json_logging("openpik.api")
         app.state.services, app.state.keys = build_services(settings or get_settings())
         yield
 
     app = FastAPI(title="OpenPik", summary="PICPIK-compatible image generation on your own GPUs",
                   version="0.1.0", lifespan=lifespan)
     app.include_router(router)
+    app.add_middleware(metrics.RequestObserver)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(redis.RedisError, _redis_error)
     app.add_exception_handler(Exception, _internal_error)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 
 class WireModel(BaseModel):
@@ -15,7 +16,8 @@ class SignedRequest(WireModel):
     PublicKey: str
     Signature: str
     request_uuid: str | None = Field(default=None, max_length=128)
-    Timestamp: int | str | None = Field(default=None, description="Optional signed unix time (ours)")
+    # Absent, not null: the signature check refuses a null Timestamp (174), so the document must not offer it.
+    Timestamp: int | str | SkipJsonSchema[None] = Field(default=None, description="Optional signed unix time (ours)")
 
 
 class Envelope(BaseModel):

@@ -117,6 +117,7 @@ class Preset(_Entry):
 class Catalog(_Entry):
     version: Literal[1] = 1
     annotators_dir: Path | None = None
+    translator: Path | None = Field(default=None, description="A MarianMT folder translating prompts to English")
     main_models: list[MainModel] = Field(min_length=1)
     vaes: list[Vae] = []
     loras: list[Lora] = []
@@ -170,6 +171,7 @@ class Catalog(_Entry):
         files += [(f"vaes id {v.id}", v.path) for v in self.vaes]
         files += [(f"loras id {lo.id}", lo.path) for lo in self.loras]
         files += [(f"controlnets id {c.id}", c.path) for c in self.controlnets]
+        files += [("translator", self.translator)] if self.translator else []
         return files
 
 
@@ -232,6 +234,7 @@ def _absolute(catalog: Catalog, base: Path) -> Catalog:
     return catalog.model_copy(
         update={
             "annotators_dir": base / catalog.annotators_dir if catalog.annotators_dir else None,
+            "translator": base / catalog.translator if catalog.translator else None,
             "main_models": [fix(m, "path", "config") for m in catalog.main_models],
             "vaes": [fix(v, "path") for v in catalog.vaes],
             "loras": [fix(lo, "path") for lo in catalog.loras],

@@ -16,6 +16,7 @@ import yaml
 
 from models_registry.catalog import Catalog, load_catalog
 from models_registry.tiny_annotators import write_tiny_annotators
+from models_registry.tiny_translator import build_tiny_translator
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "configs" / "catalog.yaml"
 
@@ -68,6 +69,7 @@ def build_tiny_models(out_dir: Path) -> Path:
     for lora_id, code, layout, targets in TINY_LORAS:
         write_lora(base, out_dir / "lora" / f"{code}.safetensors", seed=200 + lora_id, layout=layout, targets=targets)
     write_tiny_annotators(out_dir / "annotators")
+    build_tiny_translator(out_dir / "translator")
 
     catalog_file = out_dir / "catalog.yaml"
     catalog_file.write_text(yaml.safe_dump(tiny_catalog_dict(default), sort_keys=False))
@@ -95,6 +97,7 @@ def tiny_catalog_dict(default: Catalog) -> dict:
     return {
         "version": 1,
         "annotators_dir": "annotators",
+        "translator": "translator",
         "main_models": main_models,
         "vaes": [{"id": 1, "model_code": "tiny-vae", "name": "Tiny VAE", "path": "vae/tiny-vae"}],
         "loras": [

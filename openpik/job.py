@@ -79,6 +79,7 @@ class Job(_Frozen):
     vae: VaeRef | None = Field(default=None, description="None: the checkpoint's own VAE")
     prompt: str = ""
     negative_prompt: str = ""
+    translate_prompts: bool = Field(default=False, description="Translate non-English prompts before use")
     sampler: str = "Euler a"
     steps: int = Field(default=20, ge=1, le=150)
     cfg_scale: float = Field(default=7.0, ge=0, le=30)

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     vae_tiling_pixels: int = Field(default=1536 * 1536, ge=0, description="Decode larger images tile by tile")
     pipeline_cache_mb: int = Field(default=16000, ge=0, description="Memory budget of loaded main models")
     lora_cache_size: int = Field(default=8, ge=1, description="LoRA adapters kept loaded per main model")
+    worker_metrics_port: int = Field(
+        default=9808, ge=0, le=65535, description="Worker's Prometheus port (plus its --gpu index); 0: off"
+    )
 
 
 @lru_cache

@@ -49,6 +49,15 @@ def owner_queued_key(owner: str) -> str:
     return f"{PREFIX}owner-queued:{owner}"
 
 
+STATUS_BUCKETS = 48
+"""Task counts by status are kept per slice of creation time, TTL / STATUS_BUCKETS wide."""
+
+
+def status_counts_key(bucket: int) -> str:
+    """A hash status -> how many records created in time slice ``bucket`` are in it now."""
+    return f"{PREFIX}stats:tasks:{bucket}"
+
+
 @dataclass
 class TaskRecord:
     task_id: str
@@ -93,17 +102,23 @@ class TaskStore:
     def __init__(self, client: redis.Redis, ttl_s: int):
         self.redis = client
         self.ttl_s = ttl_s
+        self.bucket_s = max(1, ttl_s // STATUS_BUCKETS)
 
     def create(self, record: TaskRecord, images: dict[str, bytes]) -> None:
         """Write the record and its input images in one transaction, all with the TTL."""
         record.created_at = record.created_at or time.time()
+        counts = status_counts_key(self._bucket(record.created_at))
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(record_key(record.task_id), mapping=record.to_hash())
+            # The record names its counters, so workers move the count whatever their settings.
+            pipe.hset(record_key(record.task_id), mapping=record.to_hash() | {"status_counts": counts})
             pipe.expire(record_key(record.task_id), self.ttl_s)
             for name, data in images.items():
                 pipe.set(image_key(record.task_id, name), data, ex=self.ttl_s)
             pipe.zadd(queued_key(record.queue), {record.task_id: record.created_at})
             pipe.zadd(owner_queued_key(record.owner), {record.task_id: record.created_at})
+            pipe.hincrby(counts, record.status.value, 1)
+            # The slice outlives the last record it counts, so transitions never recreate it.
+            pipe.expireat(counts, (self._bucket(record.created_at) + 2) * self.bucket_s + self.ttl_s)
             pipe.execute()
 
     def delete(self, record: TaskRecord, image_names: list[str]) -> None:
@@ -112,7 +127,25 @@ class TaskStore:
             pipe.delete(*keys)
             pipe.zrem(queued_key(record.queue), record.task_id)
             pipe.zrem(owner_queued_key(record.owner), record.task_id)
+            pipe.hincrby(status_counts_key(self._bucket(record.created_at)), record.status.value, -1)
             pipe.execute()
+
+    def count_by_status(self) -> dict[str, int]:
+        """Records by status now, from the counters of the live time slices: a few dozen HGETALLs
+        whatever the number of tasks (no key scan). A record expires TTL after its creation,
+        and its slice with it; the oldest slice may still count up to one slice of expired ones."""
+        now = time.time()
+        counts = dict.fromkeys((status.value for status in TaskStatus), 0)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for bucket in range(self._bucket(now - self.ttl_s), self._bucket(now) + 1):
+                pipe.hgetall(status_counts_key(bucket))
+            for raw in pipe.execute():
+                for status, count in raw.items():
+                    counts[status.decode()] += int(count)
+        return counts
+
+    def _bucket(self, created_at: float) -> int:
+        return int(created_at // self.bucket_s)
 
     def queue_depth(self, queue: str) -> int:
         return self.redis.zcard(queued_key(queue))
@@ -156,21 +189,44 @@ class TaskStore:
         return None if attempts is None else int(attempts)
 
     def finish(self, task_id: str, urls: list[str], seeds: list[int]) -> None:
-        self.update(task_id, status=TaskStatus.FINISHED.value, urls=urls, seeds=seeds, progress=100,
-                    finished_at=time.time())
+        self._end(task_id, TaskStatus.FINISHED, urls=urls, seeds=seeds, progress=100, finished_at=time.time())
 
     def fail(self, task_id: str, code: int, message: str) -> None:
-        self.update(task_id, status=TaskStatus.ERROR.value, error_code=code, error_message=message,
-                    finished_at=time.time())
+        self._end(task_id, TaskStatus.ERROR, error_code=code, error_message=message, finished_at=time.time())
 
+    def _end(self, task_id: str, status: TaskStatus, **fields) -> None:
+        """Like update, and the status counters move with the status in the same script."""
+        mapping = {name: _encode(value) for name, value in fields.items()}
+        self.redis.eval(_END_IF_EXISTS, 1, record_key(task_id), status.value,
+                        *[x for kv in mapping.items() for x in kv])
+
+
+# Moves the record's count from its old status to `new` in the counters the record names
+# (records written before the counters existed name none).
+_MOVE_STATUS = """
+local function move_status(record, new)
+  local old, counts = unpack(redis.call('HMGET', record, 'status', 'status_counts'))
+  if old == new or not counts then return end
+  redis.call('HINCRBY', counts, old, -1)
+  redis.call('HINCRBY', counts, new, 1)
+end
+"""
 
 # The task leaves both waiting sets (its queue's and its owner's) as it starts.
-_START_IF_EXISTS = """
+_START_IF_EXISTS = _MOVE_STATUS + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', ARGV[5] .. redis.call('HGET', KEYS[1], 'owner'), ARGV[1])
+move_status(KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'started_at', ARGV[3], 'progress', 0, 'worker', ARGV[4])
 return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+"""
+
+# Finished or Error: ARGV = the status, then field/value pairs.
+_END_IF_EXISTS = _MOVE_STATUS + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return end
+move_status(KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 2))
 """
 
 # HSET only when the record still exists: a late worker must not resurrect an expired task.

@@ -50,6 +50,8 @@ OpenPik is running at {url}   (catalog: {env['OPENPIK_CATALOG']})
 Try it (signed GenerateImg2Img with a LoRA and a ControlNet preset; images land in var/out):
   .venv/bin/python examples/generate_img2img.py --url {url} --public-key {key.public_key} --private-key {key.private_key}
 
+Or in a browser (the keys above; signed in the page): {url}/playground
+
 API document: {url}/docs      Ctrl-C stops everything make run started.
 """, flush=True)
         while all(p.poll() is None for p in processes):

@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny offline models, built once per test session."""
+"""Shared fixtures: the tiny offline models, built once per test session, and a stack on them."""
 from __future__ import annotations
 
 import os
@@ -9,12 +9,41 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+LIVE_STACK_DB = 6
+
 
 @pytest.fixture(scope="session")
 def tiny_catalog_path(tmp_path_factory) -> Path:
     from models_registry.tiny import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def live_stack(tiny_catalog_path, tmp_path_factory):
+    """A gateway and one real worker on the tiny models, on Redis DB 6: the users' view.
+
+    Session-wide so the client and playground tests share one worker start-up; the suites
+    that kill processes run their own stacks on other databases.
+    """
+    from tests.stack import Gateway, Worker, fresh_redis, write_keys_file
+
+    tmp = tmp_path_factory.mktemp("live-stack")
+    fresh_redis(LIVE_STACK_DB)
+    gateway = Gateway({
+        "OPENPIK_CATALOG": str(tiny_catalog_path),
+        "OPENPIK_KEYS_FILE": str(write_keys_file(tmp / "keys.yaml")),
+        "OPENPIK_RESULTS_DIR": str(tmp / "results"),
+        "OPENPIK_PROGRESS_INTERVAL_S": "0",
+        "OPENPIK_REDIS_URL": f"redis://127.0.0.1:6379/{LIVE_STACK_DB}",
+    }).start()
+    worker = Worker(gateway.env, tmp, "live")
+    try:
+        worker.start()
+        yield gateway
+    finally:
+        worker.stop()
+        gateway.stop()
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +61,7 @@ def engine(catalog):
     from worker.engine import Engine
 
     torch.set_num_threads(2)
-    return Engine(Settings(device="cpu"), annotators_dir=catalog.annotators_dir)
+    return Engine(Settings(device="cpu"), annotators_dir=catalog.annotators_dir, translator_dir=catalog.translator)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Starting the real stack for tests: Redis databases, a uvicorn gateway, signed calls."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -66,18 +67,21 @@ def fresh_redis(db: int) -> redis.Redis:
 
 
 class Gateway:
-    """A uvicorn process serving api.app:app with the given environment."""
+    """A uvicorn process serving api.app:app with the given environment (its output in ``log``, if given)."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None):
+    def __init__(self, env: dict[str, str], port: int | None = None, log: Path | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = os.environ | {"OPENPIK_PUBLIC_URL": self.url} | env
+        self.log = log
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Gateway:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "warning"], cwd=REPO, env=self.env)
+        with open(self.log, "w") if self.log else contextlib.nullcontext() as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--log-level", "warning"], cwd=REPO, env=self.env, stdout=output,
+                stderr=subprocess.STDOUT if output else None)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -110,11 +114,13 @@ def signed(body: dict, key: Key = KEY_A, **overrides) -> dict:
 
 
 class Worker:
-    """An `openpik-worker` process (Celery main process plus its one pool child)."""
+    """An `openpik-worker` process (Celery main process plus its one pool child); metrics off unless asked."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, name: str, queues: str = "openpik.default"):
+    def __init__(self, env: dict[str, str], log_dir: Path, name: str, queues: str = "openpik.default",
+                 metrics_port: int = 0):
         self.name = name
         self.queues = queues
+        self.metrics_port = metrics_port
         self.env = os.environ | {"OPENPIK_DEVICE": "cpu"} | env
         self.log = log_dir / f"worker-{name}.log"
         self.process: subprocess.Popen | None = None
@@ -123,7 +129,8 @@ class Worker:
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "worker.cli", "--queues", self.queues, "--name", f"{self.name}@test",
-                 "--loglevel", "INFO"], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                 "--loglevel", "INFO", "--metrics-port", str(self.metrics_port)],
+                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         if wait:
             self.wait_ready()
         return self

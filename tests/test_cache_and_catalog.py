@@ -82,3 +82,14 @@ def test_models_check_reports_a_missing_file(tmp_path, capsys):
     catalog.write_text("main_models:\n  - {id: 1, model_code: a, name: A, path: gone.safetensors}\n")
     assert main(["--catalog", str(catalog), "check"]) == 1
     assert "missing: main_models id 1" in capsys.readouterr().out
+
+
+def test_models_check_reports_an_unreadable_file_and_passes_the_tiny_catalog(tmp_path, capsys, tiny_catalog_path):
+    from models_registry.cli import main
+
+    assert main(["--catalog", str(tiny_catalog_path), "check"]) == 0
+    (tmp_path / "broken.safetensors").write_bytes(b"\x05")
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text("main_models:\n  - {id: 1, model_code: a, name: A, path: broken.safetensors}\n")
+    assert main(["--catalog", str(catalog), "check"]) == 1
+    assert "unreadable" in capsys.readouterr().out

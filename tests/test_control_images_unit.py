@@ -58,3 +58,19 @@ def test_fit_leaves_an_image_of_the_right_size_untouched_and_makes_it_rgb():
     grey = Image.new("L", (64, 48), 128)
     out = fit(grey, (64, 48), "CropAndResize")
     assert out.mode == "RGB" and out.size == (64, 48) and np.asarray(out)[0, 0].tolist() == [128, 128, 128]
+
+
+def test_landscape_into_portrait_and_back():
+    landscape = three_bands(200, 100)
+    portrait_crop = np.asarray(crop_and_resize(landscape, (40, 96)))
+    assert portrait_crop.shape == (96, 40, 3) and (portrait_crop == GREEN).all()  # only the middle fits
+    portrait_fill = np.asarray(resize_and_fill(landscape, (40, 96)))
+    # 200x100 fits as 40x20, centred at rows 38..57; rows above and below repeat its edge rows.
+    assert (portrait_fill[:38] == portrait_fill[38]).all() and (portrait_fill[58:] == portrait_fill[57]).all()
+    assert tuple(portrait_fill[48, 0]) == RED and tuple(portrait_fill[48, 39]) == BLUE
+
+    tall = three_bands().rotate(90, expand=True)  # 100 x 200, bands top to bottom
+    back_crop = np.asarray(crop_and_resize(tall, (96, 40)))
+    assert back_crop.shape == (40, 96, 3) and (back_crop == GREEN).all()
+    back_fill = np.asarray(resize_and_fill(tall, (96, 40)))
+    assert (back_fill[:, :38] == back_fill[:, 38:39]).all() and (back_fill[:, 58:] == back_fill[:, 57:58]).all()

@@ -424,3 +424,31 @@ def test_picpiks_own_request_examples_are_accepted(gateway, redis_client, exampl
     assert answer["RetCode"] == 0, answer["Message"]
     record = redis_client.hgetall(f"openpik:task:{answer['TaskUID']}")
     assert record[b"status"] == b"Queuing" and record[b"action"] == b"GenerateImg2Img"
+
+
+def generate_images(**fields) -> dict:
+    return {"Action": "GenerateImages", "MainModel": {"ModelCode": "tiny-sd15-a"}, "Width": 64, "Height": 64} | fields
+
+
+@pytest.mark.parametrize(("fields", "where"), [
+    ({"Seed": 2**31 - 1}, None), ({"Seed": 2**31}, "Seed:"),
+    ({"Width": 64}, None), ({"Width": 63}, "Width:"), ({"Height": 2560}, None), ({"Height": 2561}, "Height:"),
+    ({"BatchSize": 16}, None), ({"BatchSize": 17}, "BatchSize:"),
+    ({"SubModelList": [{"ModelCode": "tiny-lora-ink", "InferenceParams": {"LoraWeight": -1}}]}, None),
+    ({"SubModelList": [{"ModelCode": "tiny-lora-ink", "InferenceParams": {"LoraWeight": -1.1}}]},
+     "SubModelList[0].InferenceParams.LoraWeight:"),
+    ({"MainModel": {"ModelCode": "tiny-sd15-a", "InferenceParams": {"Steps": 151}}}, "MainModel.InferenceParams.Steps:"),
+    ({"ImageAndMaskList": [PNG], "Image2Image": {"ImageIndex": 0, "ReferStrength": 1.01}},
+     "Image2Image.ReferStrength:"),
+    ({"MainModel": {"ModelCode": "my-own-model"}}, None),
+])
+def test_generate_images_bounds(gateway, fields, where):
+    answer = gateway.call(generate_images(**fields))
+    if where is None:
+        assert answer["RetCode"] == 0, answer["Message"]
+    else:
+        assert answer["RetCode"] == 230 and answer["Message"].startswith(where), answer["Message"]
+
+
+def test_generate_images_sees_custom_models_of_its_own_key_only(gateway):
+    assert gateway.call(generate_images(MainModel={"ModelCode": "my-own-model"}), key=KEY_B)["RetCode"] == 230

@@ -1,14 +1,20 @@
 """`openpik-worker`: one Celery worker for one GPU, with OpenPik's settings.
 
 Start one per GPU (`--gpu N` makes only that device visible) and give each node the queues
-of the model groups it holds (`--queues openpik.default,openpik.anime`).
+of the model groups it holds (`--queues openpik.default,openpik.anime`). Each serves its
+Prometheus metrics on `--metrics-port` and logs task state changes as JSON lines.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import socket
+import tempfile
 
+from openpik.logs import configure_json_logging
+from openpik.settings import get_settings
 from worker.celery_app import DEFAULT_QUEUE
 
 
@@ -19,6 +25,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpu", type=int, help="the one GPU this worker uses (sets CUDA_VISIBLE_DEVICES)")
     parser.add_argument("--name", help="worker name (default: openpik-<gpu>@<host>)")
     parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--metrics-port", type=int,
+                        help="Prometheus metrics port (default OPENPIK_WORKER_METRICS_PORT + the --gpu index; 0: off)")
     args = parser.parse_args(argv)
 
     if args.gpu is not None:
@@ -26,8 +34,38 @@ def main(argv: list[str] | None = None) -> None:
     name = args.name or f"openpik-{'cpu' if args.gpu is None else args.gpu}-{os.getpid()}@{socket.gethostname()}"
     from worker.celery_app import app
 
-    app.worker_main(["worker", "--pool", "prefork", "--concurrency", "1", "--queues", args.queues,
-                     "--hostname", name, "--loglevel", args.loglevel, "--without-gossip", "--without-mingle"])
+    configure_json_logging("openpik.worker", args.loglevel.upper())
+    with exported_metrics(metrics_port(args.metrics_port, args.gpu)):
+        app.worker_main(["worker", "--pool", "prefork", "--concurrency", "1", "--queues", args.queues,
+                         "--hostname", name, "--loglevel", args.loglevel, "--without-gossip", "--without-mingle"])
+
+
+def metrics_port(requested: int | None, gpu: int | None) -> int:
+    """--metrics-port, else the setting plus the GPU index, so one node's workers (one per GPU) never collide."""
+    if requested is not None:
+        return requested
+    base = get_settings().worker_metrics_port
+    return base + (gpu or 0) if base else 0
+
+
+@contextlib.contextmanager
+def exported_metrics(port: int):
+    """A fresh folder for every process's metrics and the parent's exporter, removed at shutdown.
+
+    Port 0 writes nothing. A busy port costs the metrics, not the worker: it still serves its queues.
+    """
+    if not port:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="openpik-metrics-") as folder:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder  # before anything imports prometheus_client
+        from worker import metrics
+
+        try:
+            metrics.serve(port)
+        except OSError as exc:
+            logging.getLogger("openpik.worker").warning("metrics not served on port %d: %s", port, exc)
+        yield
 
 
 if __name__ == "__main__":

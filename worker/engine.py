@@ -4,6 +4,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from worker.pipeline_cache import LoadedModel, PipelineCache
 from worker.preprocessors import PreprocessorError, Preprocessors
 from worker.samplers import make_scheduler
 from worker.tiling import circular_padding
+from worker.translation import Translator
 
 # (has a reference image, has ControlNets) -> pipeline class; all share the loaded components.
 PIPELINES = {
@@ -91,7 +93,8 @@ def diffusers_clip_skip(clip_skip: int) -> int | None:
 class Engine:
     """One per worker process: owns the model cache and turns Jobs into images."""
 
-    def __init__(self, settings: Settings | None = None, annotators_dir: Path | None = None):
+    def __init__(self, settings: Settings | None = None, annotators_dir: Path | None = None,
+                 translator_dir: Path | None = None):
         settings = settings or get_settings()
         self.device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, self.device)
@@ -102,8 +105,17 @@ class Engine:
         )
         self.controlnets = ControlNetCache(self.device, dtype)
         self.preprocessors = Preprocessors(annotators_dir, self.device)
+        self.translator_dir = translator_dir
+
+    @cached_property
+    def translator(self) -> Translator:
+        if self.translator_dir is None:
+            raise ModelLoadError("prompt translation was asked for but the catalog names no translator")
+        return Translator(self.translator_dir)
 
     def run(self, job: Job, images: Mapping[str, Image.Image], on_progress: ProgressHook | None = None) -> GenerationResult:
+        if job.translate_prompts:
+            job = self.translator.translate_job(job)
         loaded = self.cache.model(job.model)
         self.cache.select_loras(loaded, job.loras)
         seeds = image_seeds(job.seed, job.batch_size)

@@ -18,6 +18,7 @@ from openpik.job import Job
 from openpik.results import ResultStore, result_name, result_store_from_settings
 from openpik.settings import get_settings
 from openpik.tasks import GENERATE_TASK, TaskStore
+from worker import metrics
 from worker.celery_app import app
 from worker.errors import InvalidInputError, TaskError, TimeLimitError
 
@@ -49,7 +50,8 @@ def engine():
     from models_registry.catalog import load_catalog
     from worker.engine import Engine
 
-    return Engine(settings, annotators_dir=load_catalog(settings.catalog).annotators_dir)
+    catalog = load_catalog(settings.catalog)
+    return Engine(settings, annotators_dir=catalog.annotators_dir, translator_dir=catalog.translator)
 
 
 class GenerateTask(Task):
@@ -57,6 +59,7 @@ class GenerateTask(Task):
         """Runs in the parent when the child was killed for the hard time limit."""
         if isinstance(exc, TimeLimitExceeded):
             task_store().fail(task_id, TimeLimitError.code, "the task ran past this server's hard time limit")
+            metrics.task_changed(task_store().get(task_id))
 
 
 @app.task(name=GENERATE_TASK, base=GenerateTask, bind=True)
@@ -73,8 +76,10 @@ def run_job(job: Job, queue: str, worker: str) -> None:
     if attempt is None:
         log.warning("task %s expired before it ran", job.task_id)
         return
+    metrics.task_changed(tasks.get(job.task_id))
     if attempt > settings.max_attempts:
         tasks.fail(job.task_id, 1099, f"the task stopped its worker {attempt - 1} times; not retried")
+        metrics.task_changed(tasks.get(job.task_id))
         return
     try:
         urls, seeds = _generate(job, tasks)
@@ -88,6 +93,7 @@ def run_job(job: Job, queue: str, worker: str) -> None:
         tasks.fail(job.task_id, code, message)
     else:
         tasks.finish(job.task_id, urls, seeds)
+    metrics.task_changed(tasks.get(job.task_id))
     _cleanup_expired_results()
 
 
@@ -98,6 +104,7 @@ def _generate(job: Job, tasks: TaskStore) -> tuple[list[str], list[int]]:
         raise InvalidInputError(f"input images expired before the task ran: {', '.join(sorted(missing))}")
     images = {name: open_stored_image(data) for name, data in stored.items()}
     result = engine().run(job, images, on_progress=_progress_writer(tasks, job.task_id))
+    metrics.engine_used(engine())
     settings = get_settings()
     urls = []
     for index, image in enumerate(result.images):

@@ -75,6 +75,7 @@ def translate_legacy(request: LegacyRequest, catalog: Catalog, owner: str, setti
         batch_size=request.BatchSize,
         clip_skip=request.ClipSkip,
         loras=_legacy_loras(request, catalog),
+        translate_prompts=request.TranslatePrompt and catalog.translator is not None,
     )
     if isinstance(request, GenerateImg2ImgRequest) and request.ReferenceImage:
         fields |= dict(init_image=images.add("init", request.ReferenceImage, "ReferenceImage"),
@@ -86,7 +87,7 @@ def translate_legacy(request: LegacyRequest, catalog: Catalog, owner: str, setti
         )
     job = _job(fields, settings)
     return Submission(job=job, queue=queue_name(model), images=images.stored,
-                      note=_translation_note(request.TranslatePrompt))
+                      note=_translation_note(request.TranslatePrompt, catalog))
 
 
 def _legacy_loras(request: LegacyRequest, catalog: Catalog) -> tuple[LoraRef, ...]:
@@ -161,6 +162,7 @@ def translate_images(request: GenerateImagesRequest, catalog: Catalog, owner: st
         batch_size=request.BatchSize,
         tileable=request.Tileable,
         loras=_current_loras(request, catalog),
+        translate_prompts=request.TranslatePrompts and catalog.translator is not None,
     )
     if request.Image2Image is not None:
         index = _image_index(request, request.Image2Image.ImageIndex, "Image2Image.ImageIndex")
@@ -174,7 +176,7 @@ def translate_images(request: GenerateImagesRequest, catalog: Catalog, owner: st
         for i, item in enumerate(request.ControlNetList)
     )
     return Submission(job=_job(fields, settings), queue=queue_name(model), images=images.stored,
-                      note=_translation_note(request.TranslatePrompts))
+                      note=_translation_note(request.TranslatePrompts, catalog))
 
 
 def _current_loras(request: GenerateImagesRequest, catalog: Catalog) -> tuple[LoraRef, ...]:
@@ -274,8 +276,11 @@ def _job(fields: dict, settings: Settings) -> Job:
     return job
 
 
-def _translation_note(translate: bool) -> str:
-    return "prompt translation not configured: prompts passed unchanged" if translate else ""
+def _translation_note(translate: bool, catalog: Catalog) -> str:
+    """What the task record says when a client asked for translation this server cannot do."""
+    if translate and catalog.translator is None:
+        return "prompt translation not configured: prompts passed unchanged"
+    return ""
 
 
 def queue_name(model: MainModel) -> str:

@@ -1,0 +1,141 @@
+"""What operators see of the gateway: Prometheus metrics (GET /metrics) and a JSON line per request.
+
+Request counts and durations are this process's own. Queue depth and tasks by status are
+read from Redis at scrape time, so every gateway reports the same cluster-wide values and
+none keeps state of its own.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import redis
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+from api.actions import ACTIONS, Services
+from api.errors import ServiceUnavailable
+from api.generate.serving import queue_name
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+disable_created_metrics()  # no `_created` twin of every series: Prometheus does not need them
+
+REQUESTS = Counter("openpik_requests_total", "POST / requests answered, by Action and RetCode", ["action", "retcode"])
+DURATION = Histogram("openpik_request_duration_seconds", "Time to answer POST /, by Action", ["action"])
+
+# Label values besides the Action names and RetCodes, so clients cannot create new series.
+MISSING = "none"  # no Action string (a body that is not a JSON object, too), or no RetCode
+OTHER_ACTION = "other"  # an Action this server does not support
+INTERNAL_ERROR_RETCODE = ServiceUnavailable.retcode  # what api.app answers for an unhandled exception
+LOGGED_TEXT_CHARS = 100  # client strings in the log are cut here
+
+log = logging.getLogger("openpik.api.requests")
+
+
+def action_label(action: object) -> str:
+    if not isinstance(action, str) or not action:
+        return MISSING
+    return action if action in ACTIONS else OTHER_ACTION
+
+
+class RequestObserver:
+    """ASGI middleware: each POST / counts once, is timed, and writes one JSON log line.
+
+    It reads what the route left in the request state (the echoed fields and the parsed
+    body) and the envelope it answered (RetCode, TaskUID): the request body is never parsed again.
+    Other paths (results, health checks, metrics) pass through untouched.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        state = scope.setdefault("state", {})
+        chunks: list[bytes] = []
+
+        async def capture(message):
+            if message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        except Exception:
+            _observe(state, {"RetCode": INTERNAL_ERROR_RETCODE}, time.perf_counter() - started)
+            raise
+        _observe(state, _envelope(b"".join(chunks)), time.perf_counter() - started)
+
+
+def _envelope(body: bytes) -> dict:
+    try:
+        envelope = json.loads(body)
+    except ValueError:
+        return {}
+    return envelope if isinstance(envelope, dict) else {}
+
+
+def _observe(state: dict, envelope: dict, seconds: float) -> None:
+    action = action_label(state.get("echo", {}).get("Action"))
+    retcode = str(envelope.get("RetCode", MISSING))
+    REQUESTS.labels(action, retcode).inc()
+    DURATION.labels(action).observe(seconds)
+    body = state.get("body", {})
+    log.info("request", extra={
+        "action": action, "retcode": envelope.get("RetCode"), "duration_ms": round(seconds * 1000, 1),
+        "public_key": _text(body.get("PublicKey")), "task_uid": _text(envelope.get("TaskUID")),
+        "request_uuid": _text(body.get("request_uuid")),
+    })
+
+
+def _text(value: object) -> str | None:
+    return value[:LOGGED_TEXT_CHARS] if isinstance(value, str) else None
+
+
+class _StoreState:
+    """Queue depth per catalog queue and task records by status, read from Redis now.
+
+    When Redis does not answer these are left out and the request metrics still come:
+    they are what shows the outage (RetCode 150).
+    """
+
+    def __init__(self, services: Services):
+        self.services = services
+
+    def collect(self):
+        tasks = self.services.tasks
+        try:
+            depths = {queue: tasks.queue_depth(queue) for queue in _queues(self.services)}
+            by_status = tasks.count_by_status()
+        except redis.RedisError as exc:
+            log.warning("metrics: Redis unreachable (%s); queue depth and tasks left out", type(exc).__name__)
+            return
+        yield _gauge("openpik_queue_depth", "Tasks waiting in each queue", "queue", depths)
+        yield _gauge("openpik_tasks", "Task records in Redis by status (records live OPENPIK_RESULT_TTL_S)",
+                     "status", by_status)
+
+
+def _queues(services: Services) -> list[str]:
+    return sorted({queue_name(model) for model in services.catalog.main_models})
+
+
+def _gauge(name: str, documentation: str, label: str, values: dict[str, int]) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation, labels=[label])
+    for key, value in values.items():
+        gauge.add_metric([key], value)
+    return gauge
+
+
+def exposition(services: Services) -> bytes:
+    """This process's metrics (with prometheus_client's process and Python ones) and the queues'."""
+    return generate_latest(REGISTRY) + generate_latest(_StoreState(services))
