@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from accelerate import init_empty_weights
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from models_registry.catalog import VENDORED_SD15_CONFIG as SD15
@@ -18,6 +18,13 @@ def test_configs_describe_the_published_sd15_architecture():
         vae = AutoencoderKL.from_config(AutoencoderKL.load_config(SD15 / "vae"))
         text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(SD15 / "text_encoder"))
     assert (_parameters(unet), _parameters(vae), _parameters(text_encoder)) == (859_520_964, 83_653_863, 123_060_480)
+
+
+def test_controlnet_config_is_the_published_sd15_controlnet():
+    """configs/sd15/controlnet: the full-size benchmark's ControlNet (bench/full_size.py)."""
+    with init_empty_weights():
+        controlnet = ControlNetModel.from_config(ControlNetModel.load_config(SD15 / "controlnet"))
+    assert _parameters(controlnet) == 361_279_120
 
 
 def test_tokenizer_is_clips():

@@ -1,0 +1,92 @@
+"""What the benchmarks share: where things live, the run's context, result rows, statistics.
+
+Every benchmark reports ratios of two things measured in the same run on the same machine,
+so a loaded or slow machine shifts both sides alike; absolute numbers are kept in ``numbers``
+for the JSON file but are only comparable within one run.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VAR = REPO / "var" / "bench"
+REDIS_DB = 9
+REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a benchmark gets: the model catalogs, a scratch folder, and the run's mode."""
+
+    tiny_catalog: Path
+    full_catalog: Path | None
+    """None with --quick: full-size cases are skipped."""
+    work: Path
+    quick: bool
+
+    def pick(self, full: int, quick: int) -> int:
+        """A repetition count: ``quick`` for the smoke run, ``full`` otherwise."""
+        return quick if self.quick else full
+
+
+@dataclass
+class Row:
+    """One line of the results table; ``ratio`` is measured / baseline (time, or cost)."""
+
+    benchmark: str
+    case: str
+    measured: str
+    baseline: str
+    ratio: float | None
+    numbers: dict[str, float | list[float]] = field(default_factory=dict)
+
+
+def seconds(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100), nearest rank: an observed value, never interpolated."""
+    ordered = sorted(values)
+    rank = max(1, round(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def ms(value_s: float) -> str:
+    """Seconds as a readable duration: 0.0042 -> '4.2 ms', 3.456 -> '3.46 s'."""
+    if value_s >= 1:
+        return f"{value_s:.2f} s"
+    if value_s >= 0.01:
+        return f"{value_s * 1000:.0f} ms"
+    if value_s >= 0.0001:
+        return f"{value_s * 1000:.2f} ms"
+    return f"{value_s * 1e6:.1f} µs"
+
+
+def stack_env(catalog: Path, work: Path) -> dict[str, str]:
+    """Settings of a gateway and workers on Redis DB 9, with the backpressure limits off.
+
+    The limits would answer 180/150 once a benchmark has queued a few hundred tasks, and then
+    the benchmark would measure refusals.
+    """
+    from tests.stack import write_keys_file
+
+    work.mkdir(parents=True, exist_ok=True)
+    return {
+        "OPENPIK_REDIS_URL": REDIS_URL,
+        "OPENPIK_CATALOG": str(catalog),
+        "OPENPIK_KEYS_FILE": str(write_keys_file(work / "keys.yaml")),
+        "OPENPIK_RESULTS_DIR": str(work / "results"),
+        "OPENPIK_MAX_QUEUE_DEPTH": "0",
+        "OPENPIK_MAX_QUEUED_PER_KEY": "0",
+    }

@@ -1,0 +1,231 @@
+"""Stack overhead: one image through the whole deployed stack against one diffusers call.
+
+The stack is a signed GenerateTxt2Img over HTTP, the gateway, Redis, the Celery worker, the
+result file and the Finished task record. The baseline is the call a script would make in
+one process with the same model files, sampler, steps, seed, size and ControlNet (the
+control image is used as is: preprocessor "none"). Stack and baseline runs alternate, so
+load from other processes on the machine falls on both alike.
+
+The stack is timed from the client's clock just before the POST to the worker's
+``finished_at`` in the task record (one machine, one clock). The client still polls
+GetGenerateTaskDetail until it sees Finished, but only every 200 ms: polling every few
+milliseconds would take CPU from the worker and measure the poller. The record's
+``created_at`` and ``started_at`` split the time into accepting, queueing and the worker.
+CPU times (psutil for the stack's processes, getrusage for the direct call) tell a worker
+that did more work from one that waited for a core; both images are compared pixel by pixel.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import redis
+from PIL import Image
+
+from bench.common import REDIS_DB, REDIS_URL, Context, Row, median, ms, stack_env
+from openpik.tasks import TaskRecord, TaskStore
+from tests.requests import custom_unit, png_base64, txt2img
+from tests.stack import Gateway, Worker, fresh_redis, signed
+
+MODEL_ID = 1
+CONTROLNET_ID = 1
+PROMPT = "an apple on a table"
+SEED = 7
+CFG_SCALE = 7.5
+POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    catalog: Path
+    size: int
+    steps: int
+    repeats: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.size}x{self.size}, {self.steps} steps, Euler a, CFG, 1 ControlNet"
+
+
+def run(context: Context) -> list[Row]:
+    cases = [Case("tiny", context.tiny_catalog, 64, 20, context.pick(full=10, quick=3))]
+    if context.full_catalog:
+        # About 25 s per 2-step image on one CPU thread: few, short runs.
+        cases.append(Case("full-size SD1.5", context.full_catalog, 256, 2, 3))
+    return [_measure(case, context.work / "stack") for case in cases]
+
+
+def _measure(case: Case, work: Path) -> Row:
+    control_png = png_base64((case.size, case.size), seed=3)
+    direct = DirectPipeline(case.catalog, Image.open(io.BytesIO(base64.b64decode(control_png))))
+    fresh_redis(REDIS_DB)
+    store = TaskStore(redis.Redis.from_url(REDIS_URL), ttl_s=3600)
+    gateway = Gateway(stack_env(case.catalog, work), log=work / "gateway.log").start()
+    worker = Worker(gateway.env, work, "bench").start()
+    try:
+        (child,) = worker.child_pids()
+        processes = StackProcesses(psutil.Process(child), (psutil.Process(gateway.process.pid),
+                                                           psutil.Process(worker.process.pid)))
+        with httpx.Client(base_url=gateway.url, timeout=600) as client:
+            # One-step warm-ups: the worker loads its model, both sides create their kernels.
+            _through_stack(client, store, _request(case, control_png, steps=1), processes)
+            direct.generate(case.size, steps=1)
+            body = _request(case, control_png, case.steps)
+            stack_runs, direct_runs = [], []
+            for i in range(case.repeats):  # stack first, then direct first: a drift in load evens out
+                if i % 2 == 0:
+                    stack_runs.append(_through_stack(client, store, body, processes))
+                direct_image, direct_run = direct.timed(case.size, case.steps)
+                direct_runs.append(direct_run)
+                if i % 2 == 1:
+                    stack_runs.append(_through_stack(client, store, body, processes))
+            difference = _max_difference(client, stack_runs[-1], direct_image)
+    finally:
+        worker.stop()
+        gateway.stop()
+    return _row(case, stack_runs, direct_runs, difference)
+
+
+def _request(case: Case, control_png: str, steps: int) -> dict:
+    unit = custom_unit(ControlNetImg=control_png, ModelId=CONTROLNET_ID, PreProcessorId="none")
+    return signed(txt2img(MainModelId=MODEL_ID, Width=case.size, Height=case.size, Steps=steps, Seed=SEED,
+                          CfgScale=CFG_SCALE, Sampler="Euler a", PositivePrompts=[PROMPT], EnableControlNet=True,
+                          ControlNetParams=[unit]))
+
+
+@dataclass(frozen=True)
+class StackProcesses:
+    """The stack's processes, whose CPU time tells extra work apart from waiting for a core."""
+
+    worker: psutil.Process
+    """The pool child that runs the engine."""
+    others: tuple[psutil.Process, ...]
+    """The gateway and Celery's main process."""
+
+    def cpu_seconds(self) -> tuple[float, float, float]:
+        """The worker's CPU time and its part in the kernel, and the others' CPU time."""
+        worker = self.worker.cpu_times()
+        others = sum(t.user + t.system for t in (p.cpu_times() for p in self.others))
+        return worker.user + worker.system, worker.system, others
+
+
+@dataclass(frozen=True)
+class StackRun:
+    started: float
+    seen: float
+    record: TaskRecord
+    worker_cpu: float
+    worker_system: float
+    others_cpu: float
+
+    @property
+    def total(self) -> float:
+        return self.record.finished_at - self.started
+
+
+def _through_stack(client: httpx.Client, store: TaskStore, body: dict, processes: StackProcesses) -> StackRun:
+    before = processes.cpu_seconds()
+    started = time.time()
+    answer = client.post("/", json=body).json()
+    if answer["RetCode"] != 0:
+        raise RuntimeError(f"the gateway refused the benchmark request: {answer}")
+    task = answer["TaskUID"]
+    while (detail := _detail(client, task))["TaskStatus"] not in ("Finished", "Error"):
+        time.sleep(POLL_S)
+    seen = time.time()
+    if detail["TaskStatus"] == "Error":
+        raise RuntimeError(f"the benchmark task failed: {detail['TaskErrorMsg']}")
+    worker_cpu, worker_system, others_cpu = (a - b for a, b in zip(processes.cpu_seconds(), before))
+    return StackRun(started=started, seen=seen, record=store.get(task), worker_cpu=worker_cpu,
+                    worker_system=worker_system, others_cpu=others_cpu)
+
+
+def _detail(client: httpx.Client, task: str) -> dict:
+    return client.post("/", json=signed({"Action": "GetGenerateTaskDetail", "TaskUID": task})).json()
+
+
+def _max_difference(client: httpx.Client, run: StackRun, direct_image: Image.Image) -> int:
+    """Largest per-pixel difference between the stack's result and the direct call's image."""
+    stacked = Image.open(io.BytesIO(client.get(run.record.urls[0]).content))
+    return int(np.abs(np.asarray(stacked, dtype=np.int16) - np.asarray(direct_image, dtype=np.int16)).max())
+
+
+def _row(case: Case, stack_runs: list[StackRun], direct_runs: list[DirectRun], difference: int) -> Row:
+    total = median([r.total for r in stack_runs])
+    direct = median([r.wall for r in direct_runs])
+    accept = median([r.record.created_at - r.started for r in stack_runs])
+    queue = median([r.record.started_at - r.record.created_at for r in stack_runs])
+    in_worker = median([r.record.finished_at - r.record.started_at for r in stack_runs])
+    return Row(
+        benchmark="stack",
+        case=case.label,
+        measured=f"stack {ms(total)} (accept {ms(accept)}, queue {ms(queue)}, worker {ms(in_worker)})",
+        baseline=f"diffusers call {ms(direct)}",
+        ratio=total / direct,
+        numbers={"stack_s": total, "direct_s": direct, "accept_s": accept, "queue_s": queue, "worker_s": in_worker,
+                 "client_seen_s": median([r.seen - r.started for r in stack_runs]),
+                 "worker_over_direct": in_worker / direct, "max_pixel_difference": difference,
+                 "worker_cpu_s": median([r.worker_cpu for r in stack_runs]),
+                 "worker_system_s": median([r.worker_system for r in stack_runs]),
+                 "direct_cpu_s": median([r.cpu for r in direct_runs]),
+                 "direct_system_s": median([r.system for r in direct_runs]),
+                 "gateway_and_celery_main_cpu_s": median([r.others_cpu for r in stack_runs]),
+                 "stack_runs_s": [r.total for r in stack_runs], "direct_runs_s": [r.wall for r in direct_runs]},
+    )
+
+
+@dataclass(frozen=True)
+class DirectRun:
+    wall: float
+    cpu: float
+    """CPU time of this process during the call (it does nothing else meanwhile)."""
+    system: float
+    """The part of ``cpu`` spent in the kernel (page faults of fresh allocations, mostly)."""
+
+
+class DirectPipeline:
+    """The baseline: the diffusers ControlNet pipeline built from the catalog's files."""
+
+    def __init__(self, catalog_path: Path, control: Image.Image):
+        import torch
+        from diffusers import (
+            AutoencoderKL,
+            ControlNetModel,
+            EulerAncestralDiscreteScheduler,
+            StableDiffusionControlNetPipeline,
+        )
+
+        from models_registry.catalog import load_catalog
+
+        catalog = load_catalog(catalog_path)
+        model = catalog.main_model(MODEL_ID)
+        options = {"dtype": torch.float32, "local_files_only": True}
+        vae = {"vae": AutoencoderKL.from_pretrained(catalog.vae(model.vae).path, **options)} if model.vae else {}
+        controlnet = ControlNetModel.from_pretrained(catalog.controlnet(CONTROLNET_ID).path, **options)
+        self.pipe = StableDiffusionControlNetPipeline.from_pretrained(
+            model.path, controlnet=controlnet, safety_checker=None, requires_safety_checker=False, **vae, **options)
+        self.pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(self.pipe.scheduler.config)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.control = control.convert("RGB")
+
+    def timed(self, size: int, steps: int) -> tuple[Image.Image, DirectRun]:
+        wall, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+        image = self.generate(size, steps)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        system = after.ru_stime - before.ru_stime
+        return image, DirectRun(wall=time.perf_counter() - wall, cpu=after.ru_utime - before.ru_utime + system,
+                                system=system)
+
+    def generate(self, size: int, steps: int) -> Image.Image:
+        import torch
+
+        return self.pipe(PROMPT, image=self.control, num_inference_steps=steps, guidance_scale=CFG_SCALE,
+                         width=size, height=size, generator=torch.Generator("cpu").manual_seed(SEED)).images[0]
