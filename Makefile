@@ -36,6 +36,7 @@ run: install
 bench: install
 	scripts/ensure-redis.sh
 	HF_HUB_OFFLINE=1 $(PY) bench/run.py
+	OPENPIK_FUZZ_CASES=5000 HF_HUB_OFFLINE=1 $(PY) -m pytest -q -s tests/test_fuzz.py
 
 clean:
 	rm -rf var .pytest_cache
