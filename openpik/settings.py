@@ -58,6 +58,9 @@ class Settings(BaseSettings):
         default=8 * 512 * 512, ge=0, description="Pixels denoised at once; a task's batch runs in chunks (0: whole)"
     )
     vae_tiling_pixels: int = Field(default=1536 * 1536, ge=0, description="Decode larger images tile by tile")
+    keep_freed_memory: bool = Field(
+        default=True, description="glibc malloc reuses freed blocks instead of returning them (worker/allocator.py)"
+    )
     pipeline_cache_mb: int = Field(default=16000, ge=0, description="Memory budget of loaded main models")
     lora_cache_size: int = Field(default=8, ge=1, description="LoRA adapters kept loaded per main model")
     worker_metrics_port: int = Field(
