@@ -23,6 +23,9 @@ DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "configs" / "catalog.
 TINY_SIZE = 64
 CROSS_ATTENTION_DIM = 32
 LORA_RANK = 4
+# Kohya files carry alpha = rank / 2, as many trained LoRAs do, so that loading must apply
+# alpha / rank; their up weights are scaled to keep the same effect as the peft layout's.
+KOHYA_ALPHA = LORA_RANK / 2
 # Scales chosen so that each random piece changes a 64x64 image visibly (measured, see tests).
 LORA_STD = 0.25
 CONTROLNET_ZERO_CONV_STD = 0.05
@@ -300,7 +303,8 @@ def _lora_keys(layout: str, component: str, module_name: str, down, up) -> dict:
         return {f"{component}.{module_name}.lora_A.weight": down, f"{component}.{module_name}.lora_B.weight": up}
     prefix = {"unet": "lora_unet", "text_encoder": "lora_te"}[component]
     key = f"{prefix}_{module_name.replace('.', '_')}"
-    return {f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up, f"{key}.alpha": torch.tensor(float(LORA_RANK))}
+    return {f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up * (LORA_RANK / KOHYA_ALPHA),
+            f"{key}.alpha": torch.tensor(KOHYA_ALPHA)}
 
 
 def _lora_target_modules(base_dir: Path, targets: tuple[str, ...]):

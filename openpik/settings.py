@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     keep_freed_memory: bool = Field(
         default=True, description="glibc malloc reuses freed blocks instead of returning them (worker/allocator.py)"
     )
+    compile: bool = Field(default=False, description="torch.compile the UNet and ControlNets (worker/compiled.py)")
+    compile_backend: str = Field(default="inductor", description="torch.compile backend")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    compile_lora_rank: int = Field(default=64, ge=1, description="Compiled slot's rank: the most a request's LoRAs add up to")
+    compile_warmup_models: list[int] = Field(
+        default=[], description="Main model ids compiled and warmed when a worker starts (empty: the catalog's first)"
+    )
+    compile_warmup_size: int = Field(default=512, ge=64, multiple_of=8, description="Warm-up image side")
     pipeline_cache_mb: int = Field(default=16000, ge=0, description="Memory budget of loaded main models")
     lora_cache_size: int = Field(default=8, ge=1, description="LoRA adapters kept loaded per main model")
     worker_metrics_port: int = Field(

@@ -37,6 +37,7 @@ def make_app() -> Celery:
         worker_pool="prefork",
         task_soft_time_limit=settings.soft_time_limit_s,
         task_time_limit=settings.hard_time_limit_s,
+        worker_proc_alive_timeout=settings.hard_time_limit_s,  # a compiled worker's child warms up first
         broker_transport_options=transport_options(settings.visibility_timeout_s),
         broker_connection_retry_on_startup=True,
         task_ignore_result=True,

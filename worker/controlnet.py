@@ -12,6 +12,7 @@ import torch
 from diffusers import ControlNetModel
 
 from openpik.job import ControlMode
+from worker.compiled import CompileOptions
 from worker.errors import ModelLoadError
 
 
@@ -57,9 +58,11 @@ class ModedControlNet(torch.nn.Module):
 class ControlNetCache:
     """ControlNet models, loaded once per process and combined per request."""
 
-    def __init__(self, device: torch.device, dtype: torch.dtype, capacity: int = 8):
+    def __init__(self, device: torch.device, dtype: torch.dtype, capacity: int = 8,
+                 compile_options: CompileOptions | None = None):
         self.device = device
         self.dtype = dtype
+        self.compile_options = compile_options
         self.capacity = capacity
         self.loads = 0
         self._models: OrderedDict[str, ControlNetModel] = OrderedDict()
@@ -75,6 +78,8 @@ class ControlNetCache:
             model = model.to(self.device)
             if self.device.type == "cuda":
                 model.to(memory_format=torch.channels_last)
+            if self.compile_options:
+                self.compile_options.compile(model)
             self._models[path] = model
             self.loads += 1
         self._models.move_to_end(path)

@@ -19,6 +19,7 @@ from PIL import Image
 
 from openpik.job import ControlUnit, Job
 from openpik.settings import Settings, get_settings
+from worker.compiled import CompileOptions
 from worker.control_images import fit
 from worker.controlnet import ControlNetCache, ModedControlNet
 from worker.errors import InvalidInputError, ModelLoadError
@@ -100,10 +101,10 @@ class Engine:
         dtype = resolve_dtype(settings.dtype, self.device)
         self.micro_batch_pixels = settings.micro_batch_pixels
         self.vae_tiling_pixels = settings.vae_tiling_pixels
-        self.cache = PipelineCache(
-            self.device, dtype, budget_bytes=settings.pipeline_cache_mb * 2**20, lora_slots=settings.lora_cache_size
-        )
-        self.controlnets = ControlNetCache(self.device, dtype)
+        compile_options = CompileOptions.from_settings(settings)
+        self.cache = PipelineCache(self.device, dtype, budget_bytes=settings.pipeline_cache_mb * 2**20,
+                                   lora_slots=settings.lora_cache_size, compile_options=compile_options)
+        self.controlnets = ControlNetCache(self.device, dtype, compile_options=compile_options)
         self.preprocessors = Preprocessors(annotators_dir, self.device)
         self.translator_dir = translator_dir
 

@@ -4,6 +4,7 @@ Loading a checkpoint costs seconds; running one costs milliseconds per step. So 
 model is loaded once and reused, least recently used first out when the memory budget is
 exceeded. LoRAs stay loaded as named adapters of the model they were loaded into and are
 selected per request (``set_adapters``), never fused: fusing is not bit-exact to undo.
+Compiled models instead hold one slot that a request's LoRAs are merged into (compiled.py).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline
 
 from openpik.job import LoraRef, ModelRef, VaeRef
+from worker.compiled import CompileOptions, MergedLoras, prepare_pipeline
 from worker.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,8 @@ class LoadedModel:
     pipe: StableDiffusionPipeline
     nbytes: int
     adapters: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    merged: tuple[LoraRef, ...] | None = ()
+    """The LoRAs in a compiled model's slot (None: unknown, after a failed swap)."""
 
 
 @dataclass
@@ -39,11 +43,14 @@ class CacheStats:
 
 
 class PipelineCache:
-    def __init__(self, device: torch.device, dtype: torch.dtype, budget_bytes: int, lora_slots: int):
+    def __init__(self, device: torch.device, dtype: torch.dtype, budget_bytes: int, lora_slots: int,
+                 compile_options: CompileOptions | None = None):
         self.device = device
         self.dtype = dtype
         self.budget_bytes = budget_bytes
         self.lora_slots = lora_slots
+        self.compile_options = compile_options
+        self.merged_loras = MergedLoras(compile_options.lora_rank, lora_slots) if compile_options else None
         self.stats = CacheStats()
         self._models: OrderedDict[ModelRef, LoadedModel] = OrderedDict()
         self._vaes: OrderedDict[VaeRef, AutoencoderKL] = OrderedDict()
@@ -74,6 +81,11 @@ class PipelineCache:
 
     def select_loras(self, loaded: LoadedModel, loras: tuple[LoraRef, ...]) -> None:
         """Activate exactly ``loras`` with their weights; no LoRA at all when empty."""
+        if self.merged_loras:
+            current, loaded.merged = loaded.merged, None
+            self.merged_loras.select(loaded.pipe, current, loras)
+            loaded.merged = loras
+            return
         pipe = loaded.pipe
         if not loras:
             if loaded.adapters:
@@ -114,6 +126,8 @@ class PipelineCache:
         if self.device.type == "cuda":
             pipe.unet.to(memory_format=torch.channels_last)
             pipe.vae.to(memory_format=torch.channels_last)
+        if self.compile_options:
+            prepare_pipeline(pipe, self.compile_options)
         return pipe
 
     def _evict_to_fit(self, incoming: int) -> None:

@@ -12,6 +12,7 @@ from functools import cache
 
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Task
+from celery.signals import worker_process_init
 
 from openpik.images import open_stored_image
 from openpik.job import Job
@@ -52,6 +53,29 @@ def engine():
 
     catalog = load_catalog(settings.catalog)
     return Engine(settings, annotators_dir=catalog.annotators_dir, translator_dir=catalog.translator)
+
+
+@worker_process_init.connect
+def warm_up_compiled_models(**_) -> None:
+    """A compiled worker's pool child traces its graphs before it takes a task (worker/warmup.py).
+
+    A failed warm-up is logged, not fatal: the first tasks then compile what they need.
+    """
+    settings = get_settings()
+    if not settings.compile or settings.engine == "stub":
+        return
+    from models_registry.catalog import load_catalog
+    from worker.warmup import warmup_requests
+
+    started = time.monotonic()
+    try:
+        requests = warmup_requests(load_catalog(settings.catalog), settings)
+        for job, images in requests:
+            engine().run(job, images)
+    except Exception:
+        log.exception("warm-up failed; tasks will compile what they need")
+        return
+    log.info("compiled models warmed up with %d requests in %.1f s", len(requests), time.monotonic() - started)
 
 
 class GenerateTask(Task):
