@@ -1,5 +1,8 @@
 """GPU throughput of the standard request: plain diffusers against our worker path, one run.
 
+The worker path runs as deployed by default and with OPENPIK_COMPILE (after its warm-up,
+whose duration is reported).
+
     python bench/gpu.py [--repeats 5]        (on a machine with CUDA; writes var/bench/gpu.json)
 
 The standard request: 512x512, 20 steps, img2img at strength 0.75 (15 steps run), one
@@ -42,12 +45,14 @@ def main() -> None:
     for batch in (1, 8):
         rows.append(_row("plain diffusers", batch, _time(_plain(catalog, images, batch), args.repeats), batch))
         rows.append(_row("OpenPik worker", batch, _time(_worker(catalog, images, batch), args.repeats), batch))
+        rows.append(_row("OpenPik compiled", batch,
+                         _time(_worker(catalog, images, batch, compile=True), args.repeats), batch))
     out = REPO / "var" / "bench" / "gpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=2))
-    print(f"{'path':16} {'batch':>5} {'s/task':>8} {'images/s':>9} {'ms/step':>8} {'TFLOP/s':>8}")
+    print(f"{'path':17} {'batch':>5} {'s/task':>8} {'images/s':>9} {'ms/step':>8} {'TFLOP/s':>8}")
     for row in rows:
-        print(f"{row['path']:16} {row['batch']:5} {row['seconds']:8.3f} {row['images_per_s']:9.2f} "
+        print(f"{row['path']:17} {row['batch']:5} {row['seconds']:8.3f} {row['images_per_s']:9.2f} "
               f"{row['ms_per_step']:8.1f} {row['tflops']:8.1f}")
     print(f"written to {out}")
 
@@ -81,13 +86,20 @@ def _plain(catalog, images, batch: int):
     return run
 
 
-def _worker(catalog, images, batch: int):
+def _worker(catalog, images, batch: int, compile: bool = False):
     from models_registry.resolve import control_unit, model_ref
     from openpik.job import Job
     from openpik.settings import Settings
     from worker.engine import Engine
+    from worker.warmup import warmup_requests
 
-    engine = Engine(Settings(device="cuda"), annotators_dir=catalog.annotators_dir)
+    settings = Settings(device="cuda", compile=compile, compile_warmup_size=SIZE)
+    engine = Engine(settings, annotators_dir=catalog.annotators_dir)
+    if compile:
+        started = time.perf_counter()
+        for warmup_job, warmup_images in warmup_requests(catalog, settings):
+            engine.run(warmup_job, warmup_images)
+        print(f"compiled warm-up: {time.perf_counter() - started:.1f} s", flush=True)
     none = next(p for p in catalog.preprocessors if p.detector == "none")
     job = Job(model=model_ref(catalog.main_models[0]), prompt="an apple", sampler="Euler a", steps=STEPS,
               cfg_scale=CFG, seed=0, width=SIZE, height=SIZE, batch_size=batch, init_image="ref",
