@@ -64,7 +64,9 @@ class Settings(BaseSettings):
     compile: bool = Field(default=False, description="torch.compile the UNet and ControlNets (worker/compiled.py)")
     compile_backend: str = Field(default="inductor", description="torch.compile backend")
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
-    compile_lora_rank: int = Field(default=64, ge=1, description="Compiled slot's rank: the most a request's LoRAs add up to")
+    compile_lora_rank: int = Field(
+        default=64, ge=1, description="Compiled LoRA slot's rank: the most a request's LoRAs may add up to"
+    )
     compile_warmup_models: list[int] = Field(
         default=[], description="Main model ids compiled and warmed when a worker starts (empty: the catalog's first)"
     )

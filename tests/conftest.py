@@ -26,17 +26,11 @@ def live_stack(tiny_catalog_path, tmp_path_factory):
     Session-wide so the client and playground tests share one worker start-up; the suites
     that kill processes run their own stacks on other databases.
     """
-    from tests.stack import Gateway, Worker, fresh_redis, write_keys_file
+    from tests.stack import Gateway, Worker, fresh_redis, stack_settings
 
     tmp = tmp_path_factory.mktemp("live-stack")
     fresh_redis(LIVE_STACK_DB)
-    gateway = Gateway({
-        "OPENPIK_CATALOG": str(tiny_catalog_path),
-        "OPENPIK_KEYS_FILE": str(write_keys_file(tmp / "keys.yaml")),
-        "OPENPIK_RESULTS_DIR": str(tmp / "results"),
-        "OPENPIK_PROGRESS_INTERVAL_S": "0",
-        "OPENPIK_REDIS_URL": f"redis://127.0.0.1:6379/{LIVE_STACK_DB}",
-    }).start()
+    gateway = Gateway(stack_settings(tiny_catalog_path, tmp, LIVE_STACK_DB, progress_interval_s="0")).start()
     worker = Worker(gateway.env, tmp, "live")
     try:
         worker.start()

@@ -37,6 +37,19 @@ def write_keys_file(path: Path) -> Path:
     return path
 
 
+def stack_settings(catalog: Path, tmp: Path, db: int, **settings: str) -> dict[str, str]:
+    """A test stack's environment: its catalog, keys, results folder and Redis database.
+
+    ``settings`` add OPENPIK_ variables by their lower-case names: ``max_queue_depth="5"``.
+    """
+    return {
+        "OPENPIK_CATALOG": str(catalog),
+        "OPENPIK_KEYS_FILE": str(write_keys_file(tmp / "keys.yaml")),
+        "OPENPIK_RESULTS_DIR": str(tmp / "results"),
+        "OPENPIK_REDIS_URL": f"redis://127.0.0.1:6379/{db}",
+    } | {f"OPENPIK_{name.upper()}": value for name, value in settings.items()}
+
+
 def write_catalog_with_custom_model(tiny_catalog: Path, out: Path, owner: str) -> Path:
     """The tiny catalog plus main model 10, a custom_model that only ``owner`` may use."""
     data = yaml.safe_load(tiny_catalog.read_text())

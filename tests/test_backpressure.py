@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tests.requests import txt2img
-from tests.stack import KEY_A, KEY_B, Gateway, fresh_redis, write_keys_file
+from tests.stack import KEY_A, KEY_B, Gateway, fresh_redis, stack_settings
 
 REDIS_DB = 8
 QUEUE = "openpik.default"
@@ -18,9 +18,7 @@ def redis_client():
 @pytest.fixture(scope="module")
 def gateway(tiny_catalog_path, tmp_path_factory, redis_client):
     tmp = tmp_path_factory.mktemp("backpressure")
-    env = {"OPENPIK_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}", "OPENPIK_CATALOG": str(tiny_catalog_path),
-           "OPENPIK_KEYS_FILE": str(write_keys_file(tmp / "keys.yaml")),
-           "OPENPIK_MAX_QUEUE_DEPTH": "5", "OPENPIK_MAX_QUEUED_PER_KEY": "3"}
+    env = stack_settings(tiny_catalog_path, tmp, REDIS_DB, max_queue_depth="5", max_queued_per_key="3")
     server = Gateway(env).start()  # no worker: everything accepted stays queued
     yield server
     server.stop()

@@ -15,7 +15,7 @@ from torch._dynamo.utils import counters
 from openpik.job import ControlUnit, LoraRef
 from openpik.settings import Settings
 from tests.engine_helpers import pixels, run
-from tests.stack import Gateway, Worker, fresh_redis, wait_for, write_keys_file
+from tests.stack import Gateway, Worker, fresh_redis, stack_settings, wait_for
 from tests.requests import txt2img
 from worker.compiled import SLOT, MergedLoras, merge
 from worker.engine import Engine
@@ -140,15 +140,8 @@ def test_inductor_swaps_loras_and_sizes_without_recompiling(catalog, engine, mak
 
 def test_a_compiled_worker_warms_up_before_its_first_task(tiny_catalog_path, tmp_path):
     fresh_redis(REDIS_DB)
-    env = {
-        "OPENPIK_CATALOG": str(tiny_catalog_path),
-        "OPENPIK_KEYS_FILE": str(write_keys_file(tmp_path / "keys.yaml")),
-        "OPENPIK_RESULTS_DIR": str(tmp_path / "results"),
-        "OPENPIK_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
-        "OPENPIK_COMPILE": "true",
-        "OPENPIK_COMPILE_BACKEND": "eager",
-        "OPENPIK_COMPILE_WARMUP_SIZE": str(SIZE),
-    }
+    env = stack_settings(tiny_catalog_path, tmp_path, REDIS_DB, compile="true", compile_backend="eager",
+                         compile_warmup_size=str(SIZE))
     gateway = Gateway(env).start()
     worker = Worker(gateway.env, tmp_path, "compiled")
     try:

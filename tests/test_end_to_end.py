@@ -24,9 +24,9 @@ from tests.stack import (
     Worker,
     fresh_redis,
     signed,
+    stack_settings,
     wait_for,
     write_catalog_with_custom_model,
-    write_keys_file,
 )
 
 REDIS_DB = 12
@@ -42,14 +42,8 @@ def stack_env(tiny_catalog_path, tmp_path_factory):
     catalog = write_catalog_with_custom_model(tiny_catalog_path, tmp / "catalog.yaml", KEY_A.public)
     text = catalog.read_text().replace("model_code: tiny-sd15-b\n", "model_code: tiny-sd15-b\n  group: second\n")
     catalog.write_text(text)
-    return {
-        "OPENPIK_CATALOG": str(catalog),
-        "OPENPIK_KEYS_FILE": str(write_keys_file(tmp / "keys.yaml")),
-        "OPENPIK_RESULTS_DIR": str(tmp / "results"),
-        "OPENPIK_VISIBILITY_TIMEOUT_S": str(VISIBILITY_TIMEOUT_S),
-        "OPENPIK_PROGRESS_INTERVAL_S": "0",
-        "OPENPIK_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
-    }, tmp
+    return stack_settings(catalog, tmp, REDIS_DB, visibility_timeout_s=str(VISIBILITY_TIMEOUT_S),
+                          progress_interval_s="0"), tmp
 
 
 @pytest.fixture(scope="module")

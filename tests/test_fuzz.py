@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from api.actions import ACTIONS
 from tests.requests import PNG, custom_unit, img2img, txt2img
-from tests.stack import KEY_A, Gateway, fresh_redis, signed, write_keys_file
+from tests.stack import KEY_A, Gateway, fresh_redis, signed, stack_settings
 
 REDIS_DB = 10
 QUEUE = "openpik.default"
@@ -67,13 +67,7 @@ def redis_client():
 @pytest.fixture(scope="module")
 def gateway(tiny_catalog_path, tmp_path_factory, redis_client):
     tmp = tmp_path_factory.mktemp("fuzz")
-    env = {
-        "OPENPIK_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
-        "OPENPIK_CATALOG": str(tiny_catalog_path),
-        "OPENPIK_KEYS_FILE": str(write_keys_file(tmp / "keys.yaml")),
-        "OPENPIK_RESULTS_DIR": str(tmp / "results"),
-    }
-    server = Gateway(env).start()
+    server = Gateway(stack_settings(tiny_catalog_path, tmp, REDIS_DB)).start()
     yield server
     server.stop()
 

@@ -21,6 +21,7 @@ from tests.stack import (
     Gateway,
     fresh_redis,
     signed,
+    stack_settings,
     write_catalog_with_custom_model,
     write_keys_file,
 )
@@ -37,14 +38,8 @@ def redis_client():
 @pytest.fixture(scope="module")
 def gateway(tiny_catalog_path, tmp_path_factory, redis_client):
     tmp = tmp_path_factory.mktemp("gateway")
-    env = {
-        "OPENPIK_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
-        "OPENPIK_CATALOG": str(write_catalog_with_custom_model(tiny_catalog_path, tmp / "catalog.yaml", KEY_A.public)),
-        "OPENPIK_KEYS_FILE": str(write_keys_file(tmp / "keys.yaml")),
-        "OPENPIK_RESULTS_DIR": str(tmp / "results"),
-        "OPENPIK_MAX_BODY_BYTES": str(2 * 2**20),
-    }
-    server = Gateway(env).start()
+    catalog = write_catalog_with_custom_model(tiny_catalog_path, tmp / "catalog.yaml", KEY_A.public)
+    server = Gateway(stack_settings(catalog, tmp, REDIS_DB, max_body_bytes=str(2 * 2**20))).start()
     yield server
     server.stop()
 

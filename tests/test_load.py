@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from tests.requests import txt2img
-from tests.stack import KEY_A, KEY_B, Gateway, Worker, fresh_redis, signed, wait_for, write_keys_file
+from tests.stack import KEY_A, KEY_B, Gateway, Worker, fresh_redis, signed, stack_settings, wait_for
 
 REDIS_DB = 7
 REQUESTS = int(os.environ.get("OPENPIK_LOAD_REQUESTS", "2000"))
@@ -26,10 +26,8 @@ CLIENTS = 16
 def stack(tiny_catalog_path, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("load")
     fresh_redis(REDIS_DB)
-    env = {"OPENPIK_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}", "OPENPIK_CATALOG": str(tiny_catalog_path),
-           "OPENPIK_KEYS_FILE": str(write_keys_file(tmp / "keys.yaml")), "OPENPIK_RESULTS_DIR": str(tmp / "results"),
-           "OPENPIK_ENGINE": "stub", "OPENPIK_MAX_QUEUED_PER_KEY": "0"}  # limits have their own test
-    gateway = Gateway(env).start()
+    # Limits have their own test.
+    gateway = Gateway(stack_settings(tiny_catalog_path, tmp, REDIS_DB, engine="stub", max_queued_per_key="0")).start()
     worker = Worker(gateway.env, tmp, "stub").start()
     yield gateway
     worker.stop()

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from openpik.logs import JsonFormatter
 from openpik.tasks import TaskRecord, TaskStore
 from tests.requests import txt2img
-from tests.stack import Gateway, Worker, free_port, fresh_redis, wait_for, write_keys_file
+from tests.stack import Gateway, Worker, free_port, fresh_redis, stack_settings, wait_for
 
 REDIS_DB = 5
 
@@ -82,13 +82,7 @@ def test_worker_exports_what_the_model_cache_counted_since_the_last_task_and_the
 def stack(tiny_catalog_path, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("metrics")
     fresh_redis(REDIS_DB)
-    env = {
-        "OPENPIK_CATALOG": str(tiny_catalog_path),
-        "OPENPIK_KEYS_FILE": str(write_keys_file(tmp / "keys.yaml")),
-        "OPENPIK_RESULTS_DIR": str(tmp / "results"),
-        "OPENPIK_REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
-    }
-    gateway = Gateway(env, log=tmp / "gateway.log").start()
+    gateway = Gateway(stack_settings(tiny_catalog_path, tmp, REDIS_DB), log=tmp / "gateway.log").start()
     worker = Worker(gateway.env, tmp, "metrics", metrics_port=free_port()).start()
     yield gateway, worker
     worker.process.terminate()  # a warm shutdown, which removes the worker's metrics folder
