@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,14 +80,28 @@ def stack_env(catalog: Path, work: Path) -> dict[str, str]:
     The limits would answer 180/150 once a benchmark has queued a few hundred tasks, and then
     the benchmark would measure refusals.
     """
-    from tests.stack import write_keys_file
+    from tests.stack import stack_settings
 
     work.mkdir(parents=True, exist_ok=True)
-    return {
-        "OPENPIK_REDIS_URL": REDIS_URL,
-        "OPENPIK_CATALOG": str(catalog),
-        "OPENPIK_KEYS_FILE": str(write_keys_file(work / "keys.yaml")),
-        "OPENPIK_RESULTS_DIR": str(work / "results"),
-        "OPENPIK_MAX_QUEUE_DEPTH": "0",
-        "OPENPIK_MAX_QUEUED_PER_KEY": "0",
-    }
+    return stack_settings(catalog, work, REDIS_DB, max_queue_depth="0", max_queued_per_key="0")
+
+
+@contextmanager
+def running_stack(catalog: Path, work: Path, worker_name: str):
+    """(gateway, worker, task store) on a flushed Redis DB 9; both processes stopped on the way out."""
+    import redis
+
+    from openpik.tasks import TaskStore
+    from tests.stack import Gateway, Worker, fresh_redis
+
+    fresh_redis(REDIS_DB)
+    store = TaskStore(redis.Redis.from_url(REDIS_URL), ttl_s=3600)
+    gateway = Gateway(stack_env(catalog, work), log=work / "gateway.log").start()
+    try:
+        worker = Worker(gateway.env, work, worker_name).start()
+        try:
+            yield gateway, worker, store
+        finally:
+            worker.stop()
+    finally:
+        gateway.stop()

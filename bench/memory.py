@@ -12,12 +12,11 @@ import time
 
 import numpy as np
 import psutil
-import redis
 
-from bench.common import REDIS_DB, REDIS_URL, Context, Row, stack_env
+from bench.common import REDIS_DB, Context, Row, running_stack
 from openpik.tasks import TaskStatus, TaskStore
 from tests.requests import txt2img
-from tests.stack import Gateway, Worker, fresh_redis
+from tests.stack import Gateway, fresh_redis
 
 MODELS = (1, 2)
 LORAS = (1, 2, 3)
@@ -27,11 +26,7 @@ POLL_S = 0.02
 def run(context: Context) -> list[Row]:
     tasks = context.pick(full=200, quick=30)
     work = context.work / "memory"
-    fresh_redis(REDIS_DB)
-    store = TaskStore(redis.Redis.from_url(REDIS_URL), ttl_s=3600)
-    gateway = Gateway(stack_env(context.tiny_catalog, work), log=work / "gateway.log").start()
-    worker = Worker(gateway.env, work, "memory").start()
-    try:
+    with running_stack(context.tiny_catalog, work, "memory") as (gateway, worker, store):
         (child_pid,) = worker.child_pids()
         child = psutil.Process(child_pid)
         idle = child.memory_info().rss
@@ -41,9 +36,6 @@ def run(context: Context) -> list[Row]:
             rss.append(child.memory_info().rss)
         if worker.child_pids() != [child_pid]:
             raise RuntimeError("the worker replaced its pool child during the benchmark; RSS would restart")
-    finally:
-        worker.stop()
-        gateway.stop()
     fresh_redis(REDIS_DB)
     return [_row(tasks, idle, rss)]
 

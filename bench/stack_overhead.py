@@ -26,13 +26,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
-import redis
 from PIL import Image
 
-from bench.common import REDIS_DB, REDIS_URL, Context, Row, median, ms, stack_env
+from bench.common import Context, Row, median, ms, running_stack
 from openpik.tasks import TaskRecord, TaskStore
 from tests.requests import custom_unit, png_base64, txt2img
-from tests.stack import Gateway, Worker, fresh_redis, signed
+from tests.stack import signed
 
 MODEL_ID = 1
 CONTROLNET_ID = 1
@@ -66,11 +65,7 @@ def run(context: Context) -> list[Row]:
 def _measure(case: Case, work: Path) -> Row:
     control_png = png_base64((case.size, case.size), seed=3)
     direct = DirectPipeline(case.catalog, Image.open(io.BytesIO(base64.b64decode(control_png))))
-    fresh_redis(REDIS_DB)
-    store = TaskStore(redis.Redis.from_url(REDIS_URL), ttl_s=3600)
-    gateway = Gateway(stack_env(case.catalog, work), log=work / "gateway.log").start()
-    worker = Worker(gateway.env, work, "bench").start()
-    try:
+    with running_stack(case.catalog, work, "bench") as (gateway, worker, store):
         (child,) = worker.child_pids()
         processes = StackProcesses(psutil.Process(child), (psutil.Process(gateway.process.pid),
                                                            psutil.Process(worker.process.pid)))
@@ -88,9 +83,6 @@ def _measure(case: Case, work: Path) -> Row:
                 if i % 2 == 1:
                     stack_runs.append(_through_stack(client, store, body, processes))
             difference = _max_difference(client, stack_runs[-1], direct_image)
-    finally:
-        worker.stop()
-        gateway.stop()
     return _row(case, stack_runs, direct_runs, difference)
 
 
