@@ -19,7 +19,8 @@ from api.generate.protocol import (
     GenerateResponse,
     GenerateTxt2ImgRequest,
 )
-from api.generate.serving import GenerateService, translate_images, translate_legacy
+from api.generate.serving import translate_images, translate_legacy
+from api.generate.submission import Submitter
 from api.protocol_base import Envelope, SignedRequest
 from api.queries import serving as query_serving
 from api.queries.protocol import (
@@ -33,7 +34,7 @@ from api.queries.protocol import (
 from models_registry.catalog import Catalog
 from openpik.results import ResultStore
 from openpik.settings import Settings
-from openpik.tasks import TaskStore
+from openpik.task_records import TaskStore
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Services:
     catalog: Catalog
     tasks: TaskStore
     results: ResultStore
-    generate: GenerateService
+    submitter: Submitter
 
 
 Serve = Callable[[Services, SignedRequest, str, dict], Envelope]
@@ -59,7 +60,7 @@ class Action:
 def _generate(translate):
     def serve(services: Services, request, owner: str, body: dict) -> Envelope:
         submission = translate(request, services.catalog, owner, services.settings)
-        task_id = services.generate.submit(submission, request.Action, owner, body)
+        task_id = services.submitter.submit(submission, request.Action, owner, body)
         return GenerateResponse(TaskUID=task_id)
 
     return serve

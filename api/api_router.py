@@ -17,11 +17,13 @@ from api.metrics import CONTENT_TYPE, exposition
 from api.openapi import request_body_schema
 from api.protocol_base import Envelope
 from api.signature import verify
+from openpik.routing import RESULTS_PATH, result_name
+from openpik.task_records import TASK_ID_ALPHABET, TASK_ID_LENGTH
 
 router = APIRouter()
 
-RESULT_NAME = re.compile(r"^[0-9a-v]{20}$")
-RESULT_FILE = re.compile(r"^[0-9]{1,2}\.png$")
+RESULT_TASK_ID = re.compile(rf"^[{TASK_ID_ALPHABET}]{{{TASK_ID_LENGTH}}}$")
+RESULT_FILE = re.compile(r"^(0|[1-9][0-9]?)\.png$")
 
 
 @router.post("/", summary="Every PICPIK action; the body's Action field chooses which",
@@ -45,12 +47,13 @@ async def dispatch(request: Request) -> JSONResponse:
     return JSONResponse(response.model_copy(update=request.state.echo).model_dump())
 
 
-@router.get("/results/{task_id}/{name}", summary="A result image")
+@router.get(RESULTS_PATH + "/{task_id}/{name}", summary="A result image")
 async def result_file(task_id: str, name: str, request: Request) -> Response:
     headers = {"X-Content-Type-Options": "nosniff"}
     data = None
-    if RESULT_NAME.match(task_id) and RESULT_FILE.match(name):
-        data = await run_in_threadpool(request.app.state.services.results.get, f"{task_id}/{name}")
+    file = RESULT_FILE.match(name)
+    if RESULT_TASK_ID.match(task_id) and file:
+        data = await run_in_threadpool(request.app.state.services.results.get, result_name(task_id, int(file[1])))
     if data is None:
         return JSONResponse({"detail": "not found"}, status_code=404, headers=headers)
     return Response(data, media_type="image/png", headers=headers)
@@ -79,7 +82,7 @@ async def healthz() -> dict:
 @router.get("/readyz", summary="Redis answers")
 async def readyz(request: Request) -> JSONResponse:
     try:
-        await run_in_threadpool(request.app.state.services.tasks.redis.ping)
+        await run_in_threadpool(request.app.state.services.tasks.ping)
     except Exception as exc:  # any Redis failure means not ready
         return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, status_code=503)
     return JSONResponse({"status": "ok"})

@@ -8,7 +8,6 @@ import logging
 from contextlib import asynccontextmanager
 
 import redis
-from celery import Celery
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
@@ -16,36 +15,18 @@ from fastapi.responses import JSONResponse
 from api import metrics
 from api.actions import Services
 from api.api_router import router
-from api.errors import ApiError, ServiceUnavailable
-from api.generate.serving import GenerateService
+from api.errors import ApiError, InternalError, ServiceUnavailable
+from api.generate.submission import Submitter, celery_enqueue
 from api.keys import key_store_from_settings
 from api.openapi import component_schemas
 from api.protocol_base import Envelope
 from models_registry.catalog import load_catalog
-from openpik.job import Job
 from openpik.logs import configure_json_logging
 from openpik.results import result_store_from_settings
 from openpik.settings import Settings, get_settings
-from openpik.tasks import GENERATE_TASK, TaskStore
+from openpik.task_records import TaskStore
 
 log = logging.getLogger("openpik.api")
-
-
-def celery_client(settings: Settings) -> Celery:
-    """A Celery app used only to publish: fails fast instead of retrying when Redis is down."""
-    client = Celery("openpik-api", broker=settings.redis_url)
-    client.conf.update(broker_connection_retry_on_startup=False, broker_connection_max_retries=0,
-                       task_publish_retry_policy={"max_retries": 1, "interval_start": 0.2},
-                       broker_transport_options={"visibility_timeout": settings.visibility_timeout_s})
-    return client
-
-
-def make_enqueue(client: Celery):
-    def enqueue(job: Job, queue: str) -> None:
-        client.send_task(GENERATE_TASK, args=[job.model_dump(mode="json")], queue=queue, task_id=job.task_id,
-                         retry=True, retry_policy={"max_retries": 1, "interval_start": 0.2})
-
-    return enqueue
 
 
 def build_services(settings: Settings) -> tuple[Services, object]:
@@ -53,8 +34,8 @@ def build_services(settings: Settings) -> tuple[Services, object]:
     tasks = TaskStore(client, settings.result_ttl_s)
     services = Services(settings=settings, catalog=load_catalog(settings.catalog), tasks=tasks,
                         results=result_store_from_settings(settings),
-                        generate=GenerateService(tasks, make_enqueue(celery_client(settings)),
-                                                 settings.max_queue_depth, settings.max_queued_per_key))
+                        submitter=Submitter(tasks, celery_enqueue(settings), settings.max_queue_depth,
+                                            settings.max_queued_per_key))
     return services, key_store_from_settings(settings, client)
 
 
@@ -93,7 +74,7 @@ async def _redis_error(request: Request, exc: redis.RedisError) -> JSONResponse:
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("internal error")
-    return _envelope(request, 500, 150, "internal error; retry later")
+    return await _api_error(request, InternalError("internal error; retry later"))
 
 
 def _openapi(app: FastAPI) -> dict:

@@ -1,13 +1,31 @@
-"""Client-visible errors: one exception type per RetCode family (spec section 8).
+"""Client-visible errors: one exception type per RetCode (spec section 8).
 
 Raised anywhere in the gateway, turned into the response envelope in one place (api.app).
 Business errors are HTTP 200 with a non-zero RetCode, as in UCloud-family APIs.
+
+    RetCode  HTTP  type                  raised where
+    150      503   ServiceUnavailable    Redis or the queue unreachable (api.app, generate.submission)
+    150      200   LoadShedding          a queue deeper than OPENPIK_MAX_QUEUE_DEPTH (generate.submission)
+    150      500   InternalError         an unexpected exception (api.app)
+    160      200   MissingAction         no Action string (api_router)
+    161      200   UnsupportedAction     an Action this server does not serve (api_router)
+    170      200   MissingSignature      (signature)
+    171      200   SignatureMismatch     (signature)
+    172      200   MissingPublicKey      (signature)
+    173      200   UnknownPublicKey      unknown or disabled key (signature)
+    174      200   TimestampOutOfWindow  (signature)
+    180      200   TooManyQueued         the key's waiting tasks at OPENPIK_MAX_QUEUED_PER_KEY (generate.submission)
+    230      200   InvalidParameter      a field breaks a rule; the message names it (wire models, serving)
+    230      400   MalformedBody         not a JSON object we can read (body, signature)
+    230      413   BodyTooLarge          over OPENPIK_MAX_BODY_BYTES (body)
+    250      200   TaskNotFound          unknown and foreign TaskUIDs alike (queries.serving)
 """
+
 from __future__ import annotations
 
 
 class ApiError(Exception):
-    retcode: int = 230
+    retcode: int
     http_status: int = 200
 
     def __init__(self, message: str):
@@ -16,16 +34,22 @@ class ApiError(Exception):
 
 
 class ServiceUnavailable(ApiError):
-    """150: the queue is unreachable or shedding load; retry later."""
+    """Retry later: the queue is unreachable or shedding load."""
 
     retcode = 150
     http_status = 503
 
 
 class LoadShedding(ServiceUnavailable):
-    """150 while Redis answers: the queue is deeper than the configured limit."""
+    """Redis answers, but the queue is deeper than the configured limit."""
 
     http_status = 200
+
+
+class InternalError(ServiceUnavailable):
+    """Something failed that no rule foresaw; the gateway's log has the traceback."""
+
+    http_status = 500
 
 
 class MissingAction(ApiError):
@@ -61,13 +85,13 @@ class TooManyQueued(ApiError):
 
 
 class InvalidParameter(ApiError):
-    """230: the message names the field and the rule."""
+    """The message names the field and the rule."""
 
     retcode = 230
 
 
 class MalformedBody(InvalidParameter):
-    """230 with HTTP 400: the body is not a JSON object we can read."""
+    """The body is not a JSON object we can read."""
 
     http_status = 400
 
@@ -77,6 +101,6 @@ class BodyTooLarge(InvalidParameter):
 
 
 class TaskNotFound(ApiError):
-    """250: unknown and foreign TaskUIDs answer the same, so ids cannot be probed."""
+    """Unknown and foreign TaskUIDs answer the same, so ids cannot be probed."""
 
     retcode = 250

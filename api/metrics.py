@@ -22,8 +22,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 from api.actions import ACTIONS, Services
-from api.errors import ServiceUnavailable
-from api.generate.serving import queue_name
+from api.errors import InternalError
+from openpik.routing import queue_name
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 disable_created_metrics()  # no `_created` twin of every series: Prometheus does not need them
@@ -34,7 +34,7 @@ DURATION = Histogram("openpik_request_duration_seconds", "Time to answer POST /,
 # Label values besides the Action names and RetCodes, so clients cannot create new series.
 MISSING = "none"  # no Action string (a body that is not a JSON object, too), or no RetCode
 OTHER_ACTION = "other"  # an Action this server does not support
-INTERNAL_ERROR_RETCODE = ServiceUnavailable.retcode  # what api.app answers for an unhandled exception
+INTERNAL_ERROR_RETCODE = InternalError.retcode  # what api.app answers for an unhandled exception
 LOGGED_TEXT_CHARS = 100  # client strings in the log are cut here
 
 log = logging.getLogger("openpik.api.requests")
@@ -126,7 +126,7 @@ class _StoreState:
 
 
 def _queues(services: Services) -> list[str]:
-    return sorted({queue_name(model) for model in services.catalog.main_models})
+    return sorted({queue_name(model.group) for model in services.catalog.main_models})
 
 
 def _gauge(name: str, documentation: str, label: str, values: dict[str, int]) -> GaugeMetricFamily:

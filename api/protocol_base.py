@@ -27,3 +27,8 @@ class Envelope(BaseModel):
     Action: str = ""
     Message: str = ""
     request_uuid: str | None = None
+
+
+def wire_param_name(name: str) -> str:
+    """A catalog parameter name as PICPIK's current actions spell it: low_threshold -> LowThreshold."""
+    return "".join(part.capitalize() for part in name.split("_"))

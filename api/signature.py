@@ -1,7 +1,6 @@
 """Verifying request signatures (spec section 2): the gateway's side of openpik.signing.
 
-The signing rules themselves live in openpik.signing, shared with openpik.client; they are
-re-exported here so `from api.signature import sign` keeps working.
+The signing rules themselves live in openpik.signing, shared with openpik.client.
 """
 from __future__ import annotations
 
@@ -18,9 +17,7 @@ from api.errors import (
     TimestampOutOfWindow,
     UnknownPublicKey,
 )
-from openpik.signing import SIGNATURE_FIELD, format_float, serialize, sign, string_to_sign
-
-__all__ = ["SIGNATURE_FIELD", "format_float", "serialize", "sign", "string_to_sign", "verify"]
+from openpik.signing import SIGNATURE_FIELD, sign
 
 PUBLIC_KEY_FIELD = "PublicKey"
 TIMESTAMP_FIELD = "Timestamp"

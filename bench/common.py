@@ -91,7 +91,7 @@ def running_stack(catalog: Path, work: Path, worker_name: str):
     """(gateway, worker, task store) on a flushed Redis DB 9; both processes stopped on the way out."""
     import redis
 
-    from openpik.tasks import TaskStore
+    from openpik.task_records import TaskStore
     from tests.stack import Gateway, Worker, fresh_redis
 
     fresh_redis(REDIS_DB)

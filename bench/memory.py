@@ -14,7 +14,8 @@ import numpy as np
 import psutil
 
 from bench.common import REDIS_DB, Context, Row, running_stack
-from openpik.tasks import TaskStatus, TaskStore
+from openpik.task_records import TaskStore
+from openpik.vocabulary import ENDED_STATUSES, TaskStatus
 from tests.requests import txt2img
 from tests.stack import Gateway, fresh_redis
 
@@ -44,7 +45,7 @@ def _run_task(gateway: Gateway, store: TaskStore, model_id: int, lora_id: int, s
     answer = gateway.call(txt2img(MainModelId=model_id, SubModelIds=[lora_id], Steps=4, Seed=seed))
     if answer["RetCode"] != 0:
         raise RuntimeError(f"the gateway refused a benchmark task: {answer}")
-    while (record := store.get(answer["TaskUID"])).status not in (TaskStatus.FINISHED, TaskStatus.ERROR):
+    while (record := store.get(answer["TaskUID"])).status not in ENDED_STATUSES:
         time.sleep(POLL_S)
     if record.status == TaskStatus.ERROR:
         raise RuntimeError(f"a benchmark task failed: {record.error_message}")

@@ -29,7 +29,7 @@ import psutil
 from PIL import Image
 
 from bench.common import Context, Row, median, ms, running_stack
-from openpik.tasks import TaskRecord, TaskStore
+from openpik.task_records import TaskRecord, TaskStore
 from tests.requests import custom_unit, png_base64, txt2img
 from tests.stack import signed
 

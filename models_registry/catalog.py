@@ -5,11 +5,16 @@ file. Errors name the file, the entry and the field.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from openpik import vocabulary as vocab
+from openpik.routing import DEFAULT_GROUP
+from openpik.samplers import UnknownSamplerError, canonical_sampler
 
 Architecture = Literal["sd15"]
 
@@ -23,12 +28,21 @@ class _Entry(BaseModel):
 
 
 class InferenceDefaults(_Entry):
-    steps: int = Field(default=20, ge=1, le=150)
-    sampler: str = "Euler a"
-    cfg_scale: float = Field(default=7.0, ge=0, le=30)
-    clip_skip: int = Field(default=1, ge=1, le=12)
-    width: int = Field(default=512, ge=16)
-    height: int = Field(default=512, ge=16)
+    steps: vocab.Steps = vocab.DEFAULT_STEPS
+    sampler: str = vocab.DEFAULT_SAMPLER
+    cfg_scale: vocab.CfgScale = vocab.DEFAULT_CFG_SCALE
+    clip_skip: vocab.ClipSkip = vocab.DEFAULT_CLIP_SKIP
+    width: int = Field(default=vocab.DEFAULT_SIZE, ge=16)
+    height: int = Field(default=vocab.DEFAULT_SIZE, ge=16)
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, name: str) -> str:
+        """Checked here, at start-up: a client asking for the default must not get the blame."""
+        try:
+            return canonical_sampler(name)
+        except UnknownSamplerError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class MainModel(_Entry):
@@ -45,7 +59,7 @@ class MainModel(_Entry):
     defaults: InferenceDefaults = InferenceDefaults()
     vae: int | None = Field(default=None, description="Id of the default VAE")
     owner: str | None = Field(default=None, description="PublicKey that owns this custom_model")
-    group: str = "default"
+    group: str = DEFAULT_GROUP
 
     @property
     def format(self) -> Literal["diffusers", "single_file"]:
@@ -66,7 +80,7 @@ class Lora(_Entry):
     path: Path
     architecture: Architecture = "sd15"
     trigger_words: list[str] = []
-    default_weight: float = Field(default=1.0, ge=-1, le=2)
+    default_weight: vocab.LoraWeight = vocab.DEFAULT_LORA_WEIGHT
 
 
 class ControlNet(_Entry):
@@ -95,10 +109,21 @@ class Preprocessor(_Entry):
     id: int = Field(ge=1)
     model_code: str
     name: str
-    detector: str = Field(description="Key of the worker's detector table, e.g. canny")
+    detector: str = Field(description="A detector the workers run (openpik.vocabulary.DETECTOR_PARAMS), e.g. canny")
     has_resolution: bool = False
-    default_resolution: int = 512
+    default_resolution: vocab.DetectResolution = vocab.DEFAULT_DETECT_RESOLUTION
     params: list[PreprocessorParam] = Field(default=[], max_length=2)
+
+    @model_validator(mode="after")
+    def _detector_takes_the_params(self) -> Preprocessor:
+        if self.detector not in vocab.DETECTOR_PARAMS:
+            raise ValueError(f"detector: unknown detector {self.detector!r}; known: {', '.join(vocab.DETECTOR_PARAMS)}")
+        takes = vocab.DETECTOR_PARAMS[self.detector]
+        for i, param in enumerate(self.params):
+            if param.name not in takes:
+                raise ValueError(f"params[{i}].name: detector {self.detector!r} has no parameter {param.name!r} "
+                                 f"(it takes: {', '.join(takes) or 'none'})")
+        return self
 
 
 class Preset(_Entry):
@@ -106,12 +131,12 @@ class Preset(_Entry):
     name: str
     controlnet: int = Field(description="ControlNet model id")
     preprocessor: int = Field(description="Preprocessor id")
-    resolution: int = 512
+    resolution: vocab.DetectResolution = vocab.DEFAULT_DETECT_RESOLUTION
     params: list[float] = Field(default=[], max_length=2)
-    start: float = 0.0
-    end: float = 1.0
-    mode: Literal["Balanced", "MyPromptIsMoreImportant", "ControlNetIsMoreImportant"] = "Balanced"
-    resize_mode: Literal["JustResize", "CropAndResize", "ResizeAndFill"] = "CropAndResize"
+    start: vocab.Fraction = 0.0
+    end: vocab.Fraction = 1.0
+    mode: vocab.ControlMode = "Balanced"
+    resize_mode: vocab.ResizeMode = "CropAndResize"
 
 
 class Catalog(_Entry):
@@ -136,14 +161,14 @@ class Catalog(_Entry):
             if model.vae is not None and model.vae not in vae_ids:
                 raise ValueError(f"main_models[{i}] (id {model.id}).vae: no VAE with id {model.vae}")
         controlnet_ids = {c.id for c in self.controlnets}
-        preprocessor_ids = {p.id for p in self.preprocessors}
         for i, preset in enumerate(self.presets):
+            where = f"presets[{i}] (id {preset.id})"
             if preset.controlnet not in controlnet_ids:
-                raise ValueError(f"presets[{i}] (id {preset.id}).controlnet: no ControlNet with id {preset.controlnet}")
-            if preset.preprocessor not in preprocessor_ids:
-                raise ValueError(
-                    f"presets[{i}] (id {preset.id}).preprocessor: no preprocessor with id {preset.preprocessor}"
-                )
+                raise ValueError(f"{where}.controlnet: no ControlNet with id {preset.controlnet}")
+            preprocessor = self.preprocessor(preset.preprocessor)
+            if preprocessor is None:
+                raise ValueError(f"{where}.preprocessor: no preprocessor with id {preset.preprocessor}")
+            _check_preset_params(where, preset, preprocessor)
         return self
 
     def main_model(self, model_id: int) -> MainModel | None:
@@ -173,6 +198,17 @@ class Catalog(_Entry):
         files += [(f"controlnets id {c.id}", c.path) for c in self.controlnets]
         files += [("translator", self.translator)] if self.translator else []
         return files
+
+
+def _check_preset_params(where: str, preset: Preset, preprocessor: Preprocessor) -> None:
+    """A preset's params are its preprocessor's, in order, within their ranges."""
+    if len(preset.params) > len(preprocessor.params):
+        raise ValueError(f"{where}.params: {len(preset.params)} values, but preprocessor {preprocessor.id} takes "
+                         f"{len(preprocessor.params)}")
+    for i, (value, spec) in enumerate(zip(preset.params, preprocessor.params)):
+        if not spec.min <= value <= spec.max:
+            raise ValueError(f"{where}.params[{i}]: {spec.name} must be within [{spec.min:g}, {spec.max:g}]; "
+                             f"got {value:g}")
 
 
 def _require_unique(kind: str, entries: list[BaseModel], field: str) -> None:
@@ -206,12 +242,17 @@ def load_catalog(path: str | Path) -> Catalog:
 
 
 def _describe(exc: ValidationError, raw: dict) -> str:
+    """Each problem as 'entry.field (entry id N): rule'; a validator's own message may name
+    the field first ('detector: unknown detector'), which joins the location."""
     problems = []
     for error in exc.errors():
         loc = error["loc"]
         where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
-        entry = _entry_label(raw, loc)
-        problems.append(f"{where}{entry}: {error['msg']}")
+        message = error["msg"].removeprefix("Value error, ")
+        field, separator, rule = message.partition(": ")
+        if separator and loc and re.fullmatch(r"[a-z_]+(\[\d+\])?(\.[a-z_]+)*", field):
+            where, message = f"{where}.{field}", rule
+        problems.append(f"{where}{_entry_label(raw, loc)}: {message}")
     return "; ".join(problems) if problems else str(exc)
 
 

@@ -3,8 +3,8 @@
     client = OpenPikClient("http://127.0.0.1:8000", "PK", "SK")
     paths = client.generate(MainModelId=1, PositivePrompts=["an apple"], Steps=20, out_dir="var/out")
 
-Needs httpx (the `api` extra has it) but neither the gateway nor torch: signing comes from
-openpik.signing, the same code the gateway verifies with.
+Needs httpx (`pip install 'openpik[client]'`) but neither the gateway nor torch: signing
+comes from openpik.signing, the same code the gateway verifies with.
 """
 from __future__ import annotations
 
@@ -19,10 +19,9 @@ import httpx
 from PIL import Image
 
 from openpik.signing import SIGNATURE_FIELD, sign
+from openpik.vocabulary import ENDED_STATUSES, TaskStatus
 
 ProgressCallback = Callable[[str, int], None]
-
-TERMINAL_STATUSES = ("Finished", "Error")
 
 # Fields GenerateImg2Img/GenerateTxt2Img require but for which one value suits most calls,
 # so a caller names only what matters (model, prompts, size, steps). Any of them can be passed.
@@ -43,7 +42,7 @@ class PicpikError(Exception):
 
 
 class TaskFailed(PicpikError):
-    """The task ended as Error: ``retcode`` is its TaskErrorCode (1001, 1003, ...)."""
+    """The task ended as Error: ``retcode`` is its TaskErrorCode (worker/errors.py has the table)."""
 
 
 class OpenPikClient:
@@ -100,7 +99,7 @@ class OpenPikClient:
             if on_progress and state != seen:
                 on_progress(*state)
             seen = state
-            if detail["TaskStatus"] in TERMINAL_STATUSES:
+            if detail["TaskStatus"] in ENDED_STATUSES:
                 return detail
             if time.monotonic() + poll_s > deadline:
                 raise TimeoutError(f"task {task_uid} still {detail['TaskStatus']} after {timeout_s} s")
@@ -108,7 +107,7 @@ class OpenPikClient:
 
     def download(self, detail: dict, out_dir: str | Path) -> list[Path]:
         """Save a Finished task's images as ``<TaskUID>-<n>.png``; TaskFailed for an Error task."""
-        if detail["TaskStatus"] == "Error":
+        if detail["TaskStatus"] == TaskStatus.ERROR:
             raise TaskFailed(detail["TaskErrorCode"], detail["TaskErrorMsg"])
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

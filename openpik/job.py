@@ -10,14 +10,32 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from openpik.vocabulary import (
+    DEFAULT_CFG_SCALE,
+    DEFAULT_CLIP_SKIP,
+    DEFAULT_CONTROL_WEIGHT,
+    DEFAULT_SAMPLER,
+    DEFAULT_SIZE,
+    DEFAULT_STEPS,
+    MAX_CONTROLNETS,
+    BatchSize,
+    CfgScale,
+    ClipSkip,
+    ControlMode,
+    ControlWeight,
+    LoraWeight,
+    ResizeMode,
+    Seed,
+    Steps,
+    Fraction,
+)
+
 JOB_VERSION = 1
 
 ImageKey = str
 """Name of an input image stored beside the Job (in Redis for queued Jobs)."""
 
 ModelFormat = Literal["diffusers", "single_file"]
-ControlMode = Literal["Balanced", "MyPromptIsMoreImportant", "ControlNetIsMoreImportant"]
-ResizeMode = Literal["JustResize", "CropAndResize", "ResizeAndFill"]
 
 
 class _Frozen(BaseModel):
@@ -43,7 +61,7 @@ class VaeRef(_Frozen):
 class LoraRef(_Frozen):
     lora_id: int
     path: str
-    weight: float = Field(ge=-1, le=2)
+    weight: LoraWeight
 
     @property
     def adapter_name(self) -> str:
@@ -59,9 +77,9 @@ class ControlUnit(_Frozen):
     preprocessor: str = "none"
     preprocessor_params: dict[str, float] = Field(default_factory=dict)
     detect_resolution: int | None = None
-    weight: float = Field(default=1.0, ge=0, le=2)
-    start: float = Field(default=0.0, ge=0, le=1)
-    end: float = Field(default=1.0, ge=0, le=1)
+    weight: ControlWeight = DEFAULT_CONTROL_WEIGHT
+    start: Fraction = 0.0
+    end: Fraction = 1.0
     mode: ControlMode = "Balanced"
     resize_mode: ResizeMode = "JustResize"
 
@@ -80,19 +98,19 @@ class Job(_Frozen):
     prompt: str = ""
     negative_prompt: str = ""
     translate_prompts: bool = Field(default=False, description="Translate non-English prompts before use")
-    sampler: str = "Euler a"
-    steps: int = Field(default=20, ge=1, le=150)
-    cfg_scale: float = Field(default=7.0, ge=0, le=30)
-    seed: int = Field(default=-1, ge=-1, le=2**32 - 1, description="-1: the worker draws one")
-    width: int = Field(default=512, ge=16, multiple_of=8)
-    height: int = Field(default=512, ge=16, multiple_of=8)
-    batch_size: int = Field(default=1, ge=1, le=16)
-    clip_skip: int = Field(default=1, ge=1, le=12, description="A1111 meaning: 1 = last layer")
+    sampler: str = DEFAULT_SAMPLER
+    steps: Steps = DEFAULT_STEPS
+    cfg_scale: CfgScale = DEFAULT_CFG_SCALE
+    seed: Seed = -1
+    width: int = Field(default=DEFAULT_SIZE, ge=16, multiple_of=8)
+    height: int = Field(default=DEFAULT_SIZE, ge=16, multiple_of=8)
+    batch_size: BatchSize = 1
+    clip_skip: ClipSkip = DEFAULT_CLIP_SKIP
     init_image: ImageKey | None = None
     init_resize_mode: ResizeMode = "JustResize"
-    strength: float = Field(default=0.75, ge=0, le=1, description="img2img only")
+    strength: Fraction = Field(default=0.75, description="img2img only")
     loras: tuple[LoraRef, ...] = ()
-    controlnets: tuple[ControlUnit, ...] = Field(default=(), max_length=3)
+    controlnets: tuple[ControlUnit, ...] = Field(default=(), max_length=MAX_CONTROLNETS)
     tileable: bool = False
 
     @property

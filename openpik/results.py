@@ -1,7 +1,7 @@
 """Where result images live: a folder (a shared volume in a cluster) or S3-compatible storage.
 
 Workers write, the gateway serves (GET /results/{TaskUID}/{n}.png), both through this one
-interface, so a client's URL works whichever store the operator chose. Results older than
+interface and the names of openpik.routing, so a client's URL works whichever store the operator chose. Results older than
 OPENPIK_RESULT_TTL_S are deleted.
 """
 from __future__ import annotations
@@ -11,10 +11,6 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from openpik.settings import Settings
-
-
-def result_name(task_id: str, index: int) -> str:
-    return f"{task_id}/{index}.png"
 
 
 class ResultStore(ABC):

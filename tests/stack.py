@@ -14,7 +14,7 @@ import httpx
 import redis
 import yaml
 
-from api.signature import sign
+from openpik.signing import sign
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -54,6 +54,9 @@ def test_tiny_catalog_has_the_default_catalogs_ids(catalog):
     assert all(path.exists() for _, path in catalog.referenced_files())
 
 
+MODEL = "main_models:\n  - {id: 1, model_code: a, name: A, path: x}\n"
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "expected"),
     [
@@ -65,6 +68,18 @@ def test_tiny_catalog_has_the_default_catalogs_ids(catalog):
          r"main_models\[0\]\.colour \(entry id 1\): Extra inputs"),
         ("main_models:\n  - {id: 1, model_code: a, name: A, path: x, vae: 4}\n", r"\.vae: no VAE with id 4"),
         ("main_models: [\n", r"not valid YAML"),
+        ("main_models:\n  - {id: 1, model_code: a, name: A, path: x, defaults: {sampler: Euler z}}\n",
+         r"main_models\[0\]\.defaults\.sampler \(entry id 1\): Unknown sampler 'Euler z'"),
+        (MODEL + "preprocessors:\n  - {id: 4, model_code: p, name: P, detector: sharpen}\n",
+         r"preprocessors\[0\]\.detector \(entry id 4\): unknown detector 'sharpen'"),
+        (MODEL + "preprocessors:\n  - {id: 4, model_code: p, name: P, detector: canny, "
+                 "params: [{name: low, default: 1, min: 0, max: 2, step: 1}]}\n",
+         r"preprocessors\[0\]\.params\[0\]\.name \(entry id 4\): detector 'canny' has no parameter 'low'"),
+        (MODEL + "controlnets: [{id: 1, model_code: c, name: C, path: c}]\n"
+                 "preprocessors:\n  - {id: 2, model_code: p, name: P, detector: scribble_xdog, "
+                 "params: [{name: threshold, default: 32, min: 1, max: 64, step: 1}]}\n"
+                 "presets: [{id: 1, name: S, controlnet: 1, preprocessor: 2, params: [99]}]\n",
+         r"presets\[0\] \(id 1\)\.params\[0\]: threshold must be within \[1, 64\]; got 99"),
     ],
 )
 def test_a_broken_catalog_names_the_file_entry_and_field(tmp_path, yaml_text, expected):

@@ -7,7 +7,7 @@ import torch
 
 from openpik.job import round_dimension
 from tests.engine_helpers import first_unet_inputs, pixels, run
-from worker.samplers import SAMPLERS, UnknownSamplerError
+from openpik.samplers import SAMPLERS, UnknownSamplerError
 
 # --- seeds and batches -------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from api.generate.serving import idempotency_key
+from openpik.task_records import idempotency_key
 from tests.requests import PNG, custom_unit, img2img, txt2img
 from tests.stack import (
     DISABLED,

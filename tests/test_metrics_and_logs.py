@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from openpik.logs import JsonFormatter
-from openpik.tasks import TaskRecord, TaskStore
+from openpik.task_records import TaskRecord, TaskStore
 from tests.requests import txt2img
 from tests.stack import Gateway, Worker, free_port, fresh_redis, stack_settings, wait_for
 

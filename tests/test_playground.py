@@ -18,10 +18,10 @@ import pytest
 import redis
 
 from openpik.signing import sign, string_to_sign
-from openpik.tasks import image_key
+from openpik.task_records import image_key
 from tests.stack import KEY_A, REPO
 from tests.test_signature import VECTORS
-from worker.samplers import SAMPLERS
+from openpik.samplers import SAMPLERS
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

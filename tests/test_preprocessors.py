@@ -16,7 +16,8 @@ from models_registry.tiny_annotators import ANNOTATOR_FILES
 from worker import preprocessors
 from openpik.job import ControlUnit
 from worker.engine import control_map
-from worker.preprocessors import DETECTORS, KNOWN_DETECTORS, PreprocessorError, Preprocessors
+from openpik.vocabulary import DETECTOR_PARAMS
+from worker.preprocessors import DETECTORS, PreprocessorError, Preprocessors
 
 SIZE = 64
 SHIPPED = {p.detector: p for p in load_catalog(DEFAULT_CATALOG).preprocessors}
@@ -108,15 +109,16 @@ def test_detect_resolution_defaults_to_512(shapes):
     assert Preprocessors(None).run("canny", shapes, {}, None).size == (512, 512)
 
 
-def test_the_table_covers_the_catalog_and_the_tiny_files_cover_the_table():
-    assert set(SHIPPED) <= KNOWN_DETECTORS
+def test_the_table_runs_every_detector_of_the_vocabulary_and_the_tiny_files_cover_it():
+    assert set(SHIPPED) <= set(DETECTORS) == set(DETECTOR_PARAMS)
+    assert all(set(spec.keywords) <= set(DETECTOR_PARAMS[key]) for key, spec in DETECTORS.items())
     assert {name for spec in DETECTORS.values() for name in spec.files} == set(ANNOTATOR_FILES)
 
 
 def test_importing_the_table_loads_neither_torch_nor_controlnet_aux():
     code = (
         "import sys, worker.preprocessors as p; "
-        "assert p.KNOWN_DETECTORS; "
+        "assert p.DETECTORS; "
         "loaded = {'torch', 'controlnet_aux'} & set(sys.modules); "
         "assert not loaded, loaded"
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 import time
 
-from openpik.results import FileResultStore, result_name
+from openpik.results import FileResultStore
+from openpik.routing import result_name
 
 
 def test_put_get_and_expiry(tmp_path):

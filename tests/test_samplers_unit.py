@@ -1,7 +1,8 @@
-"""Unit tests for worker.samplers: name resolution and scheduler construction (no pipeline).
+"""Unit tests of the sampler table: name resolution (openpik.samplers) and scheduler
+construction (worker.samplers), with no pipeline.
 
 The expected table is restated here from diffusers' A1111/k-diffusion mapping rather than read
-from SAMPLERS, so that a wrong entry in the module fails a test instead of agreeing with itself.
+from the modules, so that a wrong entry fails a test instead of agreeing with itself.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.samplers import SAMPLERS, UnknownSamplerError, canonical_sampler, make_scheduler
+from openpik.samplers import SAMPLERS, UnknownSamplerError, canonical_sampler
+from worker.samplers import SCHEDULERS, make_scheduler
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,8 +94,8 @@ def diffusers_warnings():
     logger.removeHandler(handler)
 
 
-def test_the_table_holds_exactly_the_picpik_names():
-    assert list(SAMPLERS) == list(EXPECTED)
+def test_both_halves_of_the_table_hold_exactly_the_picpik_names():
+    assert list(SAMPLERS) == list(SCHEDULERS) == list(EXPECTED)
 
 
 @pytest.mark.parametrize("name", EXPECTED)
@@ -120,7 +122,7 @@ def test_make_scheduler_builds_the_mapped_class(name, diffusers_warnings):
     import diffusers
 
     class_name, flags = EXPECTED[name]
-    assert SAMPLERS[name].scheduler_class == class_name
+    assert SCHEDULERS[name].scheduler_class == class_name
 
     scheduler = make_scheduler(name, SD15_SCHEDULER_CONFIG, seed=1)
     assert isinstance(scheduler, getattr(diffusers, class_name))
@@ -136,7 +138,7 @@ def test_make_scheduler_builds_the_mapped_class(name, diffusers_warnings):
 
 
 def test_only_the_sde_scheduler_takes_the_seed():
-    assert [name for name, spec in SAMPLERS.items() if spec.needs_generator_seed] == [
+    assert [name for name, spec in SCHEDULERS.items() if spec.needs_generator_seed] == [
         "DPM++ SDE",
         "DPM++ SDE Karras",
     ]
@@ -158,7 +160,7 @@ def test_flags_of_the_previous_sampler_do_not_leak(diffusers_warnings):
 
 
 def test_specs_are_immutable():
-    spec = SAMPLERS["DPM++ 2M Karras"]
+    spec = SCHEDULERS["DPM++ 2M Karras"]
     with pytest.raises(TypeError):
         spec.config["use_karras_sigmas"] = False
     with pytest.raises(dataclasses.FrozenInstanceError):

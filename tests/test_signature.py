@@ -15,7 +15,8 @@ from api.errors import (
     TimestampOutOfWindow,
     UnknownPublicKey,
 )
-from api.signature import format_float, serialize, sign, string_to_sign, verify
+from api.signature import verify
+from openpik.signing import format_float, serialize, sign, string_to_sign
 
 VECTORS = [
     (

@@ -1,16 +1,16 @@
 """The Celery app: `celery -A worker.celery_app worker` (or `openpik-worker`).
 
-Reliability settings are decided in DESIGN.md: acknowledge late and re-queue a task whose
-worker died, one task at a time per GPU, time limits, and a Redis visibility timeout above
-the hard limit so a task that is merely slow is never delivered twice.
+The reliability settings (README, "What survives what"): acknowledge late and re-queue a
+task whose worker died, one task at a time per GPU (the prefork pool and concurrency are set
+here and nowhere else), time limits, and a Redis visibility timeout above the hard limit so a
+task that is merely slow is never delivered twice.
 """
 from __future__ import annotations
 
 from celery import Celery
 
+from openpik.routing import DEFAULT_QUEUE
 from openpik.settings import get_settings
-
-DEFAULT_QUEUE = "openpik.default"
 
 
 def transport_options(visibility_timeout_s: int) -> dict:

@@ -16,7 +16,7 @@ import tempfile
 from openpik.logs import configure_json_logging
 from openpik.settings import get_settings
 from worker.allocator import keep_freed_memory
-from worker.celery_app import DEFAULT_QUEUE
+from openpik.routing import DEFAULT_QUEUE
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     if get_settings().keep_freed_memory:
         keep_freed_memory()
     with exported_metrics(metrics_port(args.metrics_port, args.gpu)):
-        app.worker_main(["worker", "--pool", "prefork", "--concurrency", "1", "--queues", args.queues,
-                         "--hostname", name, "--loglevel", args.loglevel, "--without-gossip", "--without-mingle"])
+        app.worker_main(["worker", "--queues", args.queues, "--hostname", name, "--loglevel", args.loglevel,
+                         "--without-gossip", "--without-mingle"])
 
 
 def metrics_port(requested: int | None, gpu: int | None) -> int:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from openpik.job import ResizeMode
+from openpik.vocabulary import ResizeMode
 
 RESAMPLE = Image.Resampling.LANCZOS
 

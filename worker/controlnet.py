@@ -11,7 +11,7 @@ from collections import OrderedDict
 import torch
 from diffusers import ControlNetModel
 
-from openpik.job import ControlMode
+from openpik.vocabulary import ControlMode
 from worker.compiled import CompileOptions
 from worker.errors import ModelLoadError
 

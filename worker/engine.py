@@ -1,9 +1,7 @@
 """Runs a Job on diffusers: the mapping from our Job onto a pipeline call, in one place."""
 from __future__ import annotations
 
-import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from worker.compiled import CompileOptions
 from worker.control_images import fit
 from worker.controlnet import ControlNetCache, ModedControlNet
 from worker.errors import InvalidInputError, ModelLoadError
+from worker.interface import GenerationResult, ProgressHook, image_seeds
 from worker.pipeline_cache import LoadedModel, PipelineCache
 from worker.preprocessors import PreprocessorError, Preprocessors
 from worker.samplers import make_scheduler
@@ -38,16 +37,6 @@ PIPELINES = {
 }
 # The call argument that carries the control images, per pipeline kind (has a reference image).
 CONTROL_IMAGE_ARGUMENT = {False: "image", True: "control_image"}
-
-ProgressHook = Callable[[int, int], None]
-"""Called after each denoising step with (steps done, steps in this run)."""
-
-
-@dataclass(frozen=True)
-class GenerationResult:
-    images: list[Image.Image]
-    seeds: list[int]
-
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -72,12 +61,6 @@ def micro_batches(seeds: list[int], pixels_per_image: int, budget_pixels: int) -
     return [seeds[i : i + size] for i in range(0, len(seeds), size)]
 
 
-def image_seeds(seed: int, batch_size: int) -> list[int]:
-    """Image i uses seed + i; -1 draws the base seed (reported back, so it reproduces)."""
-    base = secrets.randbelow(2**32) if seed == -1 else seed
-    return [base + i for i in range(batch_size)]
-
-
 def effective_strength(strength: float, steps: int) -> float:
     """img2img strength, raised so that at least one denoising step runs.
 
@@ -92,7 +75,7 @@ def diffusers_clip_skip(clip_skip: int) -> int | None:
 
 
 class Engine:
-    """One per worker process: owns the model cache and turns Jobs into images."""
+    """One per worker process: owns the model cache and turns Jobs into images (an ImageEngine)."""
 
     def __init__(self, settings: Settings | None = None, annotators_dir: Path | None = None,
                  translator_dir: Path | None = None):

@@ -1,11 +1,26 @@
-"""Errors a worker reports on a task, one type per TaskErrorCode (spec section 8)."""
+"""Errors a worker reports on a task: one type per TaskErrorCode (spec section 8).
+
+    code  type                 raised where
+    1001  ModelLoadError       a catalog file is missing or unreadable (pipeline_cache, controlnet, engine)
+    1002  GpuOutOfMemoryError  CUDA out of memory, mapped from torch's error (task_error)
+    1003  TimeLimitError       past the soft or hard time limit, mapped from billiard's errors (task_error)
+    1005  InvalidInputError    an input image expired or unreadable (tasks, engine)
+    1099  WorkerLostError      the task stopped its worker OPENPIK_MAX_ATTEMPTS times (tasks)
+    1099  InternalTaskError    anything else: ours, logged with its traceback (task_error)
+
+Every way a task ends in error goes through ``task_error``, so the record's code always
+comes from this table.
+"""
+
 from __future__ import annotations
+
+from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
 
 class TaskError(Exception):
-    """Base: a task ended in error; ``code`` is the TaskErrorCode the client sees."""
+    """A task ended in error; ``code`` is the TaskErrorCode the client sees."""
 
-    code = 1099
+    code: int
 
 
 class ModelLoadError(TaskError):
@@ -20,9 +35,35 @@ class TimeLimitError(TaskError):
     code = 1003
 
 
-class CancelledError(TaskError):
-    code = 1004
-
-
 class InvalidInputError(TaskError):
     code = 1005
+
+
+class WorkerLostError(TaskError):
+    code = 1099
+
+
+class InternalTaskError(TaskError):
+    code = 1099
+
+
+# Exceptions raised by the libraries under a task -> the error the client sees. Named by
+# "module.QualName" where importing the module here would cost (torch: the stub engine runs
+# without it).
+FOREIGN_ERRORS: dict[type[BaseException] | str, tuple[type[TaskError], str]] = {
+    "torch.OutOfMemoryError": (GpuOutOfMemoryError, "out of GPU memory: ask for fewer or smaller images"),
+    SoftTimeLimitExceeded: (TimeLimitError, "the task ran past this server's time limit"),
+    TimeLimitExceeded: (TimeLimitError, "the task ran past this server's hard time limit"),
+}
+
+
+def task_error(exc: BaseException) -> TaskError:
+    """The TaskError a task ends with when ``exc`` stopped it."""
+    if isinstance(exc, TaskError):
+        return exc
+    for cls in type(exc).__mro__:
+        known = FOREIGN_ERRORS.get(cls) or FOREIGN_ERRORS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if known is not None:
+            error_type, message = known
+            return error_type(message)
+    return InternalTaskError(f"internal error ({type(exc).__name__}); the operator's logs have the details")

@@ -13,7 +13,8 @@ import logging
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from openpik.tasks import TaskRecord, TaskStatus
+from openpik.task_records import TaskRecord
+from openpik.vocabulary import ENDED_STATUSES, TaskStatus
 
 TASK_DURATION = Histogram("openpik_task_duration_seconds", "From a task's start to Finished or Error",
                           buckets=(0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 900))
@@ -27,8 +28,7 @@ MODEL_LOADS = Counter("openpik_model_loads_total", "Weights loaded from disk, by
 GPU_MEMORY = Gauge("openpik_gpu_memory_bytes", "GPU memory held by tensors after the last task "
                    "(torch.cuda.memory_allocated); absent on CPU", ["device"], multiprocess_mode="mostrecent")
 
-ENDED = (TaskStatus.FINISHED, TaskStatus.ERROR)
-for _status in ENDED:  # both series exist from the start, so rates and alerts see a zero, not nothing
+for _status in ENDED_STATUSES:  # both series exist from the start, so rates and alerts see a zero, not nothing
     TASKS.labels(_status.value)
 
 # The model cache's cumulative CacheStats field -> the counter it feeds.
@@ -57,7 +57,7 @@ def task_changed(record: TaskRecord | None) -> None:
     if record is None:  # expired meanwhile: nothing left to report
         return
     waited = record.started_at - record.created_at
-    ran = record.finished_at - record.started_at if record.status in ENDED else None
+    ran = record.finished_at - record.started_at if record.status in ENDED_STATUSES else None
     log.info("task %s", record.status.value, extra={
         "task_uid": record.task_id, "status": record.status.value, "error_code": record.error_code,
         "attempt": record.attempts, "worker": record.worker, "queue": record.queue,

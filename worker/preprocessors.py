@@ -1,13 +1,13 @@
 """ControlNet preprocessors ("annotators"): a detector key and an image -> a control map.
 
-One table, DETECTORS, holds everything per key: how to build the detector (a controlnet-aux
-class loaded from the operator's annotators folder, or a small function here), which weight
-files it reads there, and which catalog param feeds which call keyword. A detector is built
-on first use and kept for the process lifetime: loading one takes seconds, running it far
-less.
+The detectors' names and parameter names are shared vocabulary (openpik.vocabulary.
+DETECTOR_PARAMS: the catalog is checked against it when it loads). One table here, DETECTORS,
+holds how to run each: how to build it (a controlnet-aux class loaded from the operator's
+annotators folder, or a small function here), which weight files it reads there, and which
+call keyword a parameter goes to. A detector is built on first use and kept for the process
+lifetime: loading one takes seconds, running it far less.
 
-torch and controlnet-aux are imported only when a detector is built, so the gateway can
-validate a catalog against KNOWN_DETECTORS without loading either.
+torch and controlnet-aux are imported only when a detector is built.
 """
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ from unittest import mock
 import numpy as np
 from PIL import Image
 
+from openpik.vocabulary import DEFAULT_DETECT_RESOLUTION, DETECTOR_PARAMS
+
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_RESOLUTION = 512
 BOTH_RESOLUTIONS = ("detect_resolution", "image_resolution")
 SHUFFLE_SEED = 0
 # sd-webui-controlnet's XDoG: two Gaussian blurs whose difference marks strokes.
@@ -50,8 +51,9 @@ class DetectorSpec:
     build: Builder
     files: tuple[str, ...] = ()
     """Annotator weight files it reads from the annotators folder."""
-    params: Mapping[str, str] = field(default_factory=dict)
-    """Catalog param name -> the detector's call keyword."""
+    keywords: Mapping[str, str] = field(default_factory=dict)
+    """Param name (openpik.vocabulary.DETECTOR_PARAMS) -> the detector's call keyword, where
+    they differ."""
     fixed: Mapping[str, Any] = field(default_factory=dict)
     """Keywords every call passes (the variant of a shared class)."""
     resolution_keywords: tuple[str, ...] = BOTH_RESOLUTIONS
@@ -178,13 +180,8 @@ _LINEART_ANIME = ("netG.pth",)
 
 DETECTORS: dict[str, DetectorSpec] = {
     "none": DetectorSpec(_function(_identity), resolution_keywords=_NO_RESOLUTION),
-    "canny": DetectorSpec(
-        _weightless("CannyDetector"),
-        params={"low_threshold": "low_threshold", "high_threshold": "high_threshold"},
-    ),
-    "scribble_xdog": DetectorSpec(
-        _function(_scribble_xdog), params={"threshold": "threshold"}, resolution_keywords=("detect_resolution",)
-    ),
+    "canny": DetectorSpec(_weightless("CannyDetector")),
+    "scribble_xdog": DetectorSpec(_function(_scribble_xdog), resolution_keywords=("detect_resolution",)),
     "scribble_hed": DetectorSpec(_loaded("HEDdetector"), _HED, fixed={"scribble": True}),
     "softedge_hed": DetectorSpec(_loaded("HEDdetector"), _HED),
     "lineart": DetectorSpec(_loaded("LineartDetector"), _LINEART, fixed={"coarse": False}),
@@ -192,7 +189,7 @@ DETECTORS: dict[str, DetectorSpec] = {
     "lineart_anime_denoise": DetectorSpec(_denoised(_loaded("LineartAnimeDetector")), _LINEART_ANIME),
     "mlsd": DetectorSpec(
         _loaded("MLSDdetector"), ("mlsd_large_512_fp32.pth",),
-        params={"value_threshold": "thr_v", "distance_threshold": "thr_d"},
+        keywords={"value_threshold": "thr_v", "distance_threshold": "thr_d"},
     ),
     "openpose_full": DetectorSpec(
         _loaded("OpenposeDetector"), ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
@@ -203,18 +200,11 @@ DETECTORS: dict[str, DetectorSpec] = {
     "depth_zoe": DetectorSpec(_loaded("ZoeDetector"), ("ZoeD_M12_N.pt",)),
     "normal_bae": DetectorSpec(_loaded("NormalBaeDetector"), ("scannet.pt",)),
     "shuffle": DetectorSpec(_seeded(_weightless("ContentShuffleDetector"))),
-    "recolor_luminance": DetectorSpec(
-        _function(_recolor("COLOR_RGB2LAB", 0)), params={"gamma_correction": "gamma_correction"},
-        resolution_keywords=_NO_RESOLUTION,
-    ),
-    "recolor_intensity": DetectorSpec(
-        _function(_recolor("COLOR_RGB2HSV", 2)), params={"gamma_correction": "gamma_correction"},
-        resolution_keywords=_NO_RESOLUTION,
-    ),
+    "recolor_luminance": DetectorSpec(_function(_recolor("COLOR_RGB2LAB", 0)), resolution_keywords=_NO_RESOLUTION),
+    "recolor_intensity": DetectorSpec(_function(_recolor("COLOR_RGB2HSV", 2)), resolution_keywords=_NO_RESOLUTION),
     "lineart_standard": DetectorSpec(_weightless("LineartStandardDetector"), resolution_keywords=("detect_resolution",)),
 }
 
-KNOWN_DETECTORS: frozenset[str] = frozenset(DETECTORS)
 
 
 # --- running -----------------------------------------------------------------------------
@@ -232,7 +222,7 @@ class Preprocessors:
             detect_resolution: int | None) -> Image.Image:
         """The RGB control map of ``image``, at the size the detector gives."""
         spec = _spec(detector)
-        resolution = DEFAULT_RESOLUTION if detect_resolution is None else detect_resolution
+        resolution = DEFAULT_DETECT_RESOLUTION if detect_resolution is None else detect_resolution
         keywords = {name: resolution for name in spec.resolution_keywords}
         keywords |= spec.fixed
         keywords |= _call_params(detector, spec, params)
@@ -267,11 +257,12 @@ def _spec(key: str) -> DetectorSpec:
 
 
 def _call_params(key: str, spec: DetectorSpec, params: Mapping[str, float]) -> dict[str, float]:
-    unknown = sorted(set(params) - set(spec.params))
+    takes = DETECTOR_PARAMS[key]
+    unknown = sorted(set(params) - set(takes))
     if unknown:
-        known = ", ".join(spec.params) or "none"
+        known = ", ".join(takes) or "none"
         raise PreprocessorError(f"preprocessor {key!r} has no param {', '.join(unknown)} (it takes: {known})")
-    return {spec.params[name]: value for name, value in params.items()}
+    return {spec.keywords.get(name, name): value for name, value in params.items()}
 
 
 def _build(key: str, spec: DetectorSpec, folder: Path | None, device: torch.device) -> Detector:

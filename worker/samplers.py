@@ -1,8 +1,8 @@
-"""The one table of samplers: PICPIK (A1111) sampler names -> diffusers schedulers.
+"""The worker's half of the sampler table: each canonical sampler name -> a diffusers scheduler.
 
-Light on purpose: the gateway imports this module to validate names, so it must never pull in
-torch or diffusers. Scheduler classes are named by strings and imported only in
-``make_scheduler``.
+The names themselves (aliases, canonical_sampler) live in openpik/samplers.py, which the
+gateway reads; this table says how to build each one. Scheduler classes are named by strings
+and imported only in ``make_scheduler``.
 
 The mapping follows the A1111/k-diffusion table of diffusers' scheduler overview
 (docs/source/en/api/schedulers/overview.md), with one deliberate difference: that table maps
@@ -16,16 +16,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from openpik.samplers import canonical_sampler
+
 if TYPE_CHECKING:
     from diffusers import SchedulerMixin
-
-
-class UnknownSamplerError(ValueError):
-    """A sampler name this backend cannot run; the message names it and says why."""
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(message)
-        self.name = name
 
 
 @dataclass(frozen=True)
@@ -64,7 +58,7 @@ _2S_A_NOTE = (
 _LMS_NOTE = "Needs scipy (coefficients are integrated with scipy.integrate)."
 _SDE_NOTE = "Seeded through noise_sampler_seed, not the pipeline generator."
 
-SAMPLERS: dict[str, SamplerSpec] = {
+SCHEDULERS: dict[str, SamplerSpec] = {
     "Euler a": _spec("EulerAncestralDiscreteScheduler"),
     "Euler": _spec("EulerDiscreteScheduler"),
     "LMS": _spec("LMSDiscreteScheduler", _LMS_NOTE),
@@ -91,56 +85,14 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "LCM": _spec("LCMScheduler", "Only useful with LCM-distilled weights or an LCM LoRA."),
 }
 
-NO_DIFFUSERS_EQUIVALENT = ("DPM fast", "DPM adaptive")
-"""A1111 names that diffusers has no scheduler for; they are rejected, not approximated."""
-
-# AI Horde's sampler names (KNOWN_SAMPLERS). Horde asks for Karras sigmas with a separate
-# `karras` flag, so every alias names the non-Karras sampler; its "lcm" and "DDIM" already match
-# canonical names. "dpmsolver" is CompVis' DPM-Solver sampler: multistep DPM-Solver++, order 2.
-HORDE_ALIASES = {
-    "k_euler_a": "Euler a",
-    "k_euler": "Euler",
-    "k_lms": "LMS",
-    "k_heun": "Heun",
-    "k_dpm_2": "DPM2",
-    "k_dpm_2_a": "DPM2 a",
-    "k_dpmpp_2m": "DPM++ 2M",
-    "k_dpmpp_sde": "DPM++ SDE",
-    "k_dpmpp_2s_a": "DPM++ 2S a",
-    "dpmsolver": "DPM++ 2M",
-    "k_dpm_fast": "DPM fast",
-    "k_dpm_adaptive": "DPM adaptive",
-}
-
-_LOOKUP = {
-    name.casefold(): name for name in (*SAMPLERS, *NO_DIFFUSERS_EQUIVALENT)
-} | {alias.casefold(): target for alias, target in HORDE_ALIASES.items()}
-
-_ACCEPTED = ", ".join(
-    [*SAMPLERS, *(alias for alias, target in HORDE_ALIASES.items() if target in SAMPLERS)]
-)
-
 # Config keys a sampler choice owns. They are dropped from the base config before building, so a
 # config taken from the previous job's scheduler (say DPM++ 2M SDE Karras, or a seeded DPM++ SDE)
 # cannot leak its flags into the next sampler. The alternatives to Karras sigmas go too: diffusers
 # refuses more than one sigma schedule at once.
 _SAMPLER_KEYS = frozenset(
-    {key for spec in SAMPLERS.values() for key in spec.config}
+    {key for spec in SCHEDULERS.values() for key in spec.config}
     | {"noise_sampler_seed", "use_exponential_sigmas", "use_beta_sigmas"}
 )
-
-
-def canonical_sampler(name: str) -> str:
-    """The canonical PICPIK name for ``name`` (any case, surrounding whitespace, Horde aliases)."""
-    canonical = _LOOKUP.get(name.strip().casefold())
-    if canonical in SAMPLERS:
-        return canonical
-    if canonical is not None:
-        label = repr(name) if name.strip() == canonical else f"{name!r} ({canonical})"
-        raise UnknownSamplerError(
-            name, f"Sampler {label} has no diffusers equivalent; accepted: {_ACCEPTED}"
-        )
-    raise UnknownSamplerError(name, f"Unknown sampler {name!r}; accepted: {_ACCEPTED}")
 
 
 def make_scheduler(
@@ -152,7 +104,7 @@ def make_scheduler(
     (betas, prediction type, ...). ``seed`` matters only for specs with ``needs_generator_seed``;
     the other schedulers draw their noise from the pipeline's generator.
     """
-    spec = SAMPLERS[canonical_sampler(name)]
+    spec = SCHEDULERS[canonical_sampler(name)]
     import diffusers  # here, not at the top: see the module docstring
 
     config = {key: value for key, value in base_config.items() if key not in _SAMPLER_KEYS}

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from PIL import Image
 
 from openpik.job import Job
-from worker.engine import GenerationResult, ProgressHook, image_seeds
+from worker.interface import GenerationResult, ProgressHook, image_seeds
 
 
 class StubEngine:

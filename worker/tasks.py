@@ -10,18 +10,19 @@ import logging
 import time
 from functools import cache
 
-from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import Task
 from celery.signals import worker_process_init
 
 from openpik.images import open_stored_image
 from openpik.job import Job
-from openpik.results import ResultStore, result_name, result_store_from_settings
+from openpik.results import ResultStore, result_store_from_settings
+from openpik.routing import DEFAULT_QUEUE, GENERATE_TASK, result_name, result_url
 from openpik.settings import get_settings
-from openpik.tasks import GENERATE_TASK, TaskStore
+from openpik.task_records import TaskStore
 from worker import metrics
 from worker.celery_app import app
-from worker.errors import InvalidInputError, TaskError, TimeLimitError
+from worker.errors import InvalidInputError, TaskError, WorkerLostError, task_error
+from worker.interface import ImageEngine
 
 log = logging.getLogger("openpik.worker")
 CLEANUP_INTERVAL_S = 600
@@ -41,7 +42,7 @@ def result_store() -> ResultStore:
 
 
 @cache
-def engine():
+def engine() -> ImageEngine:
     """Created in the pool's child on its first task: CUDA and models never touch the parent."""
     settings = get_settings()
     if settings.engine == "stub":
@@ -80,16 +81,16 @@ def warm_up_compiled_models(**_) -> None:
 
 class GenerateTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
-        """Runs in the parent when the child was killed for the hard time limit."""
-        if isinstance(exc, TimeLimitExceeded):
-            task_store().fail(task_id, TimeLimitError.code, "the task ran past this server's hard time limit")
-            metrics.task_changed(task_store().get(task_id))
+        """Runs in the parent when the child was killed (the hard time limit): the record says why."""
+        error = task_error(exc)
+        task_store().fail(task_id, error.code, str(error))
+        metrics.task_changed(task_store().get(task_id))
 
 
 @app.task(name=GENERATE_TASK, base=GenerateTask, bind=True)
 def generate(self, job_data: dict) -> None:
     job = Job.model_validate(job_data)
-    queue = (self.request.delivery_info or {}).get("routing_key") or "openpik.default"
+    queue = (self.request.delivery_info or {}).get("routing_key") or DEFAULT_QUEUE
     run_job(job, queue, self.request.hostname or "")
 
 
@@ -101,20 +102,15 @@ def run_job(job: Job, queue: str, worker: str) -> None:
         log.warning("task %s expired before it ran", job.task_id)
         return
     metrics.task_changed(tasks.get(job.task_id))
-    if attempt > settings.max_attempts:
-        tasks.fail(job.task_id, 1099, f"the task stopped its worker {attempt - 1} times; not retried")
-        metrics.task_changed(tasks.get(job.task_id))
-        return
     try:
+        if attempt > settings.max_attempts:
+            raise WorkerLostError(f"the task stopped its worker {attempt - 1} times; not retried")
         urls, seeds = _generate(job, tasks)
-    except TaskError as exc:
-        tasks.fail(job.task_id, exc.code, str(exc))
-    except SoftTimeLimitExceeded:
-        tasks.fail(job.task_id, TimeLimitError.code, "the task ran past this server's time limit")
-    except Exception as exc:  # anything else is ours: log it, tell the client in words
-        code, message = _classify(exc)
-        log.exception("task %s failed", job.task_id)
-        tasks.fail(job.task_id, code, message)
+    except Exception as exc:
+        error = task_error(exc)
+        if not isinstance(exc, TaskError):  # raised under us: the operator needs the traceback
+            log.exception("task %s failed", job.task_id)
+        tasks.fail(job.task_id, error.code, str(error))
     else:
         tasks.finish(job.task_id, urls, seeds)
     metrics.task_changed(tasks.get(job.task_id))
@@ -129,13 +125,13 @@ def _generate(job: Job, tasks: TaskStore) -> tuple[list[str], list[int]]:
     images = {name: open_stored_image(data) for name, data in stored.items()}
     result = engine().run(job, images, on_progress=_progress_writer(tasks, job.task_id))
     metrics.engine_used(engine())
-    settings = get_settings()
+    public_url = get_settings().public_url
     urls = []
     for index, image in enumerate(result.images):
         buffer = io.BytesIO()
         image.save(buffer, "PNG")
         result_store().put(result_name(job.task_id, index), buffer.getvalue())
-        urls.append(f"{settings.public_url.rstrip('/')}/results/{result_name(job.task_id, index)}")
+        urls.append(result_url(public_url, job.task_id, index))
     return urls, result.seeds
 
 
@@ -152,14 +148,6 @@ def _progress_writer(tasks: TaskStore, task_id: str):
             tasks.update(task_id, progress=min(99, int(100 * done / total)))
 
     return write
-
-
-def _classify(exc: Exception) -> tuple[int, str]:
-    import torch
-
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return 1002, "out of GPU memory: ask for fewer or smaller images"
-    return 1099, f"internal error ({type(exc).__name__}); the operator's logs have the details"
 
 
 _last_cleanup = 0.0

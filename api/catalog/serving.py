@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from api.catalog.protocol import ControlNetItem, ModelItem, PresetItem, ProcessorItem, ProcessorParam
-from api.generate.serving import wire_param_name
+from api.protocol_base import wire_param_name
 from models_registry.catalog import Catalog
 
 

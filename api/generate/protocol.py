@@ -6,10 +6,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from api.protocol_base import Envelope, SignedRequest, WireModel
-
-ControlModeName = Literal["Balanced", "MyPromptIsMoreImportant", "ControlNetIsMoreImportant"]
-ResizeModeName = Literal["JustResize", "CropAndResize", "ResizeAndFill"]
-UINT32_MAX = 2**32 - 1
+from openpik import vocabulary as vocab
 
 
 # --- legacy: GenerateImg2Img / GenerateTxt2Img ------------------------------------------
@@ -17,7 +14,7 @@ UINT32_MAX = 2**32 - 1
 
 class SubModelParam(WireModel):
     SubModelId: int
-    ControlWeight: float = Field(default=1.0, ge=-1, le=2, description="LoRA weight (ours: -1..2)")
+    ControlWeight: vocab.LoraWeight = Field(default=vocab.DEFAULT_LORA_WEIGHT, description="LoRA weight (ours: -1..2)")
 
 
 class ControlNetParam(WireModel):
@@ -25,14 +22,14 @@ class ControlNetParam(WireModel):
     ControlPreSetId: int | Literal["0", "1", "2", "3", "4"] = Field(
         default=0, description="0 custom; 1..4 a preset that fixes all but ControlNetImg and ControlWeight"
     )
-    ControlWeight: float = Field(default=1.0, ge=0, le=2)
+    ControlWeight: vocab.ControlWeight = vocab.DEFAULT_CONTROL_WEIGHT
     ModelId: int | None = None
     PreProcessorId: int | Literal["none"] | None = None
-    StartingControlStep: float = Field(default=0.0, ge=0, le=1)
-    EndingControlStep: float = Field(default=1.0, ge=0, le=1)
-    ControlMode: ControlModeName = "Balanced"
-    ResizeMode: ResizeModeName = "JustResize"
-    PreProcessorResolution: int | None = Field(default=None, ge=64, le=2048)
+    StartingControlStep: vocab.Fraction = 0.0
+    EndingControlStep: vocab.Fraction = 1.0
+    ControlMode: vocab.ControlMode = "Balanced"
+    ResizeMode: vocab.ResizeMode = "JustResize"
+    PreProcessorResolution: vocab.DetectResolution | None = None
     Param1Value: float | None = None
     Param2Value: float | None = None
 
@@ -52,23 +49,23 @@ class ControlNetParam(WireModel):
 class _LegacyGenerate(SignedRequest):
     ModelType: Literal["combined_model", "custom_model"]
     MainModelId: int
-    SubModelIds: list[int] = Field(default=[], max_length=8)
-    SubModelParams: list[SubModelParam] = Field(default=[], max_length=8)
-    BatchSize: int = Field(ge=1, le=16)
-    Steps: int = Field(ge=1, le=150)
-    CfgScale: float = Field(ge=0, le=30)
-    Seed: int = Field(ge=-1, le=UINT32_MAX)
+    SubModelIds: list[int] = Field(default=[], max_length=vocab.MAX_LORAS)
+    SubModelParams: list[SubModelParam] = Field(default=[], max_length=vocab.MAX_LORAS)
+    BatchSize: vocab.BatchSize
+    Steps: vocab.Steps
+    CfgScale: vocab.CfgScale
+    Seed: vocab.Seed
     Sampler: str = Field(max_length=64)
     Width: int = Field(ge=16, le=1440)
     Height: int = Field(ge=16, le=1440)
-    ClipSkip: int = Field(ge=1, le=12)
+    ClipSkip: vocab.ClipSkip
     TranslatePrompt: bool
-    PositivePrompts: list[str] = Field(default=[], max_length=64)
-    NegativePrompts: list[str] = Field(default=[], max_length=64)
+    PositivePrompts: list[str] = Field(default=[], max_length=vocab.MAX_PROMPTS)
+    NegativePrompts: list[str] = Field(default=[], max_length=vocab.MAX_PROMPTS)
     EnableControlNet: bool | None = Field(
         default=None, description="false ignores ControlNetParams; absent uses them when given (ours)"
     )
-    ControlNetParams: list[ControlNetParam] = Field(default=[], max_length=3)
+    ControlNetParams: list[ControlNetParam] = Field(default=[], max_length=vocab.MAX_CONTROLNETS)
     UseCustomMainModelVae: bool = False
 
 
@@ -79,17 +76,17 @@ class GenerateTxt2ImgRequest(_LegacyGenerate):
 class GenerateImg2ImgRequest(_LegacyGenerate):
     Action: Literal["GenerateImg2Img"]
     ReferenceImage: str = Field(default="", description="empty: runs as text-to-image (ours)")
-    ReferenceScale: float = Field(default=0.5, ge=0, le=1, description="strength = 1 - ReferenceScale")
+    ReferenceScale: vocab.Fraction = Field(default=0.5, description="strength = 1 - ReferenceScale")
 
 
 # --- current: GenerateImages ------------------------------------------------------------
 
 
 class MainModelParams(WireModel):
-    Steps: int | None = Field(default=None, ge=1, le=150)
+    Steps: vocab.Steps | None = None
     Sampler: str | None = Field(default=None, max_length=64)
-    CFGScale: float | None = Field(default=None, ge=0, le=30)
-    ClipSkip: int | None = Field(default=None, ge=1, le=12)
+    CFGScale: vocab.CfgScale | None = None
+    ClipSkip: vocab.ClipSkip | None = None
 
 
 class MainModelSpec(WireModel):
@@ -98,7 +95,7 @@ class MainModelSpec(WireModel):
 
 
 class LoraParams(WireModel):
-    LoraWeight: float = Field(default=1.0, ge=-1, le=2)
+    LoraWeight: vocab.LoraWeight = vocab.DEFAULT_LORA_WEIGHT
 
 
 class SubModel(WireModel):
@@ -107,11 +104,11 @@ class SubModel(WireModel):
 
 
 class ControlModelParams(WireModel):
-    ControlWeight: float = Field(default=1.0, ge=0, le=2)
-    StartingStep: float = Field(default=0.0, ge=0, le=1)
-    EndingStep: float = Field(default=1.0, ge=0, le=1)
-    ControlMode: ControlModeName = "Balanced"
-    ResizeMode: ResizeModeName = "JustResize"
+    ControlWeight: vocab.ControlWeight = vocab.DEFAULT_CONTROL_WEIGHT
+    StartingStep: vocab.Fraction = 0.0
+    EndingStep: vocab.Fraction = 1.0
+    ControlMode: vocab.ControlMode = "Balanced"
+    ResizeMode: vocab.ResizeMode = "JustResize"
 
     @model_validator(mode="after")
     def _window_ordered(self) -> ControlModelParams:
@@ -129,7 +126,7 @@ class PreProcessorParams(WireModel):
     """Resolution plus the preprocessor's own parameters by name (e.g. CannyLowThreshold)."""
 
     model_config = {**WireModel.model_config, "extra": "allow"}
-    Resolution: int | None = Field(default=None, ge=64, le=2048)
+    Resolution: vocab.DetectResolution | None = None
 
 
 class PreProcessorSpec(WireModel):
@@ -145,23 +142,23 @@ class ControlNetItem(WireModel):
 
 class Image2ImageSpec(WireModel):
     ImageIndex: int = Field(ge=0)
-    ReferStrength: float = Field(default=0.3, ge=0, le=1, description="same meaning as ReferenceScale")
-    ResizeMode: ResizeModeName = "JustResize"
+    ReferStrength: vocab.Fraction = Field(default=0.3, description="same meaning as ReferenceScale")
+    ResizeMode: vocab.ResizeMode = "JustResize"
 
 
 class GenerateImagesRequest(SignedRequest):
     Action: Literal["GenerateImages"]
     MainModel: MainModelSpec
-    SubModelList: list[SubModel] = Field(default=[], max_length=8)
-    PositivePrompts: list[str] = Field(default=[], max_length=64)
-    NegativePrompts: list[str] = Field(default=[], max_length=64)
+    SubModelList: list[SubModel] = Field(default=[], max_length=vocab.MAX_LORAS)
+    PositivePrompts: list[str] = Field(default=[], max_length=vocab.MAX_PROMPTS)
+    NegativePrompts: list[str] = Field(default=[], max_length=vocab.MAX_PROMPTS)
     TranslatePrompts: bool = True
     Seed: int = Field(default=-1, ge=-1, le=2**31 - 1)
     Width: int = Field(default=1024, ge=64, le=2560)
     Height: int = Field(default=1024, ge=64, le=2560)
-    BatchSize: int = Field(default=1, ge=1, le=16)
+    BatchSize: vocab.BatchSize = 1
     UseMainModelVAE: bool = False
-    ControlNetList: list[ControlNetItem] = Field(default=[], max_length=3)
+    ControlNetList: list[ControlNetItem] = Field(default=[], max_length=vocab.MAX_CONTROLNETS)
     Image2Image: Image2ImageSpec | None = None
     ImageAndMaskList: list[str] = Field(default=[], max_length=8)
     Tileable: bool = False

@@ -1,16 +1,14 @@
-"""Translation of the generate actions into a Job, once, and their submission.
+"""Translation of the generate actions into a Job, once.
 
 Every catalog reference and range is checked here, before anything is queued; the Job that
-leaves this module speaks only our internal names.
+leaves this module speaks only our internal names. Storing and queueing it is submission.py's.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from api.errors import InvalidParameter, LoadShedding, ServiceUnavailable, TooManyQueued
+from api.errors import InvalidParameter
 from api.generate.protocol import (
     ControlNetItem,
     ControlNetParam,
@@ -19,16 +17,16 @@ from api.generate.protocol import (
     GenerateTxt2ImgRequest,
 )
 from api.images import decode_image
+from api.protocol_base import wire_param_name
 from models_registry.catalog import Catalog, MainModel, Preprocessor
 from models_registry.resolve import control_unit, default_vae_ref, lora_ref, model_ref, preset_unit
 from openpik.job import ControlUnit, Job, LoraRef, round_dimension
+from openpik.routing import queue_name
+from openpik.samplers import UnknownSamplerError, canonical_sampler
 from openpik.settings import Settings
-from openpik.tasks import TaskRecord, TaskStore, new_task_id
-from worker.samplers import UnknownSamplerError, canonical_sampler
 
 LegacyRequest = GenerateImg2ImgRequest | GenerateTxt2ImgRequest
 PROMPT_SEPARATOR = ", "
-UNSIGNED_FIELDS = ("Signature", "Timestamp")
 
 
 @dataclass
@@ -61,21 +59,17 @@ class _Images:
 def translate_legacy(request: LegacyRequest, catalog: Catalog, owner: str, settings: Settings) -> Submission:
     model = _main_model(catalog, request.MainModelId, request.ModelType, owner)
     images = _Images(settings.max_image_pixels)
-    fields = dict(
-        model=model_ref(model),
-        vae=None if request.UseCustomMainModelVae else default_vae_ref(catalog, model),
-        prompt=PROMPT_SEPARATOR.join(request.PositivePrompts),
-        negative_prompt=PROMPT_SEPARATOR.join(request.NegativePrompts),
-        sampler=_sampler(request.Sampler, "Sampler"),
+    fields = _shared_fields(
+        catalog, model, use_model_vae=request.UseCustomMainModelVae, positive=request.PositivePrompts,
+        negative=request.NegativePrompts, sampler=(request.Sampler, "Sampler"), width=request.Width,
+        height=request.Height, translate=request.TranslatePrompt,
+    ) | dict(
         steps=request.Steps,
         cfg_scale=request.CfgScale,
         seed=request.Seed,
-        width=round_dimension(request.Width),
-        height=round_dimension(request.Height),
         batch_size=request.BatchSize,
         clip_skip=request.ClipSkip,
         loras=_legacy_loras(request, catalog),
-        translate_prompts=request.TranslatePrompt and catalog.translator is not None,
     )
     if isinstance(request, GenerateImg2ImgRequest) and request.ReferenceImage:
         fields |= dict(init_image=images.add("init", request.ReferenceImage, "ReferenceImage"),
@@ -85,9 +79,7 @@ def translate_legacy(request: LegacyRequest, catalog: Catalog, owner: str, setti
             _legacy_unit(catalog, param, f"ControlNetParams[{i}]", images)
             for i, param in enumerate(request.ControlNetParams)
         )
-    job = _job(fields, settings)
-    return Submission(job=job, queue=queue_name(model), images=images.stored,
-                      note=_translation_note(request.TranslatePrompt, catalog))
+    return _submission(fields, model, images, request.TranslatePrompt, catalog, settings)
 
 
 def _legacy_loras(request: LegacyRequest, catalog: Catalog) -> tuple[LoraRef, ...]:
@@ -147,22 +139,18 @@ def translate_images(request: GenerateImagesRequest, catalog: Catalog, owner: st
     params = request.MainModel.InferenceParams
     defaults = model.defaults
     images = _Images(settings.max_image_pixels)
-    fields = dict(
-        model=model_ref(model),
-        vae=None if request.UseMainModelVAE else default_vae_ref(catalog, model),
-        prompt=PROMPT_SEPARATOR.join(request.PositivePrompts),
-        negative_prompt=PROMPT_SEPARATOR.join(request.NegativePrompts),
-        sampler=_sampler(params.Sampler or defaults.sampler, "MainModel.InferenceParams.Sampler"),
+    fields = _shared_fields(
+        catalog, model, use_model_vae=request.UseMainModelVAE, positive=request.PositivePrompts,
+        negative=request.NegativePrompts, sampler=(params.Sampler or defaults.sampler, "MainModel.InferenceParams.Sampler"),
+        width=request.Width, height=request.Height, translate=request.TranslatePrompts,
+    ) | dict(
         steps=params.Steps or defaults.steps,
         cfg_scale=defaults.cfg_scale if params.CFGScale is None else params.CFGScale,
         clip_skip=params.ClipSkip or defaults.clip_skip,
         seed=request.Seed,
-        width=round_dimension(request.Width),
-        height=round_dimension(request.Height),
         batch_size=request.BatchSize,
         tileable=request.Tileable,
         loras=_current_loras(request, catalog),
-        translate_prompts=request.TranslatePrompts and catalog.translator is not None,
     )
     if request.Image2Image is not None:
         index = _image_index(request, request.Image2Image.ImageIndex, "Image2Image.ImageIndex")
@@ -175,8 +163,7 @@ def translate_images(request: GenerateImagesRequest, catalog: Catalog, owner: st
         _current_unit(catalog, item, f"ControlNetList[{i}]", request, images)
         for i, item in enumerate(request.ControlNetList)
     )
-    return Submission(job=_job(fields, settings), queue=queue_name(model), images=images.stored,
-                      note=_translation_note(request.TranslatePrompts, catalog))
+    return _submission(fields, model, images, request.TranslatePrompts, catalog, settings)
 
 
 def _current_loras(request: GenerateImagesRequest, catalog: Catalog) -> tuple[LoraRef, ...]:
@@ -223,11 +210,6 @@ def _current_unit(catalog: Catalog, item: ControlNetItem, where: str, request: G
     )
 
 
-def wire_param_name(name: str) -> str:
-    """A catalog parameter name as GenerateImages spells it: low_threshold -> LowThreshold."""
-    return "".join(part.capitalize() for part in name.split("_"))
-
-
 def _image_index(request: GenerateImagesRequest, index: int, where: str) -> int:
     if index >= len(request.ImageAndMaskList):
         raise InvalidParameter(f"{where}: {index} is outside ImageAndMaskList (length {len(request.ImageAndMaskList)})")
@@ -235,6 +217,28 @@ def _image_index(request: GenerateImagesRequest, index: int, where: str) -> int:
 
 
 # --- shared rules ------------------------------------------------------------------------
+
+
+def _shared_fields(catalog: Catalog, model: MainModel, *, use_model_vae: bool, positive: list[str],
+                   negative: list[str], sampler: tuple[str, str], width: int, height: int,
+                   translate: bool) -> dict[str, Any]:
+    """The Job fields both families fill by the same rules; ``sampler`` is (name, its wire field)."""
+    return dict(
+        model=model_ref(model),
+        vae=None if use_model_vae else default_vae_ref(catalog, model),
+        prompt=PROMPT_SEPARATOR.join(positive),
+        negative_prompt=PROMPT_SEPARATOR.join(negative),
+        sampler=_sampler(*sampler),
+        width=round_dimension(width),
+        height=round_dimension(height),
+        translate_prompts=translate and catalog.translator is not None,
+    )
+
+
+def _submission(fields: dict[str, Any], model: MainModel, images: _Images, translate: bool, catalog: Catalog,
+                settings: Settings) -> Submission:
+    return Submission(job=_job(fields, settings), queue=queue_name(model.group), images=images.stored,
+                      note=_translation_note(translate, catalog))
 
 
 def _main_model(catalog: Catalog, model_id: int, model_type: str, owner: str) -> MainModel:
@@ -281,86 +285,3 @@ def _translation_note(translate: bool, catalog: Catalog) -> str:
     if translate and catalog.translator is None:
         return "prompt translation not configured: prompts passed unchanged"
     return ""
-
-
-def queue_name(model: MainModel) -> str:
-    return f"openpik.{model.group}"
-
-
-# --- submission --------------------------------------------------------------------------
-
-
-Enqueue = Callable[[Job, str], None]
-
-
-class GenerateService:
-    """Stores a validated Submission, enqueues it, and keeps request_uuid idempotent.
-
-    Backpressure: a queue deeper than ``max_queue_depth`` sheds new work (150) and one key
-    may have at most ``max_queued_per_key`` tasks waiting (180), so a burst from one client
-    cannot starve the others. 0 turns a limit off.
-    """
-
-    def __init__(self, tasks: TaskStore, enqueue: Enqueue, max_queue_depth: int = 0, max_queued_per_key: int = 0):
-        self.tasks = tasks
-        self.enqueue = enqueue
-        self.max_queue_depth = max_queue_depth
-        self.max_queued_per_key = max_queued_per_key
-
-    def submit(self, submission: Submission, action: str, owner: str, body: dict) -> str:
-        request_uuid = body.get("request_uuid")
-        fingerprint = _fingerprint(body)
-        task_id = new_task_id()
-        if request_uuid:
-            existing = self._claim(owner, request_uuid, task_id, fingerprint)
-            if existing is not None:
-                return existing
-        try:
-            self._check_limits(submission.queue, owner)
-        except (LoadShedding, TooManyQueued):
-            if request_uuid:
-                self.tasks.redis.delete(idempotency_key(owner, request_uuid))
-            raise
-        record = TaskRecord(task_id=task_id, owner=owner, action=action, queue=submission.queue, note=submission.note)
-        try:
-            self.tasks.create(record, submission.images)
-            self.enqueue(submission.job.model_copy(update={"task_id": task_id}), submission.queue)
-        except Exception as exc:
-            self._forget(record, submission, request_uuid)
-            raise ServiceUnavailable(f"the task queue is unreachable ({type(exc).__name__}); retry later") from exc
-        return task_id
-
-    def _check_limits(self, queue: str, owner: str) -> None:
-        if self.max_queue_depth and self.tasks.queue_depth(queue) >= self.max_queue_depth:
-            raise LoadShedding(f"the queue holds {self.max_queue_depth} tasks or more; retry later")
-        if self.max_queued_per_key and self.tasks.queued_for(owner) >= self.max_queued_per_key:
-            raise TooManyQueued(f"this key already has {self.max_queued_per_key} tasks waiting; "
-                                "retry when some have started")
-
-    def _claim(self, owner: str, request_uuid: str, task_id: str, fingerprint: str) -> str | None:
-        """Reserve request_uuid for this task; return the earlier task's id on a replay."""
-        key = idempotency_key(owner, request_uuid)
-        if self.tasks.redis.set(key, f"{task_id} {fingerprint}", nx=True, ex=self.tasks.ttl_s):
-            return None
-        earlier_task, earlier_fingerprint = self.tasks.redis.get(key).decode().split(" ")
-        if earlier_fingerprint != fingerprint:
-            raise InvalidParameter("request_uuid: already used with other parameters")
-        return earlier_task
-
-    def _forget(self, record: TaskRecord, submission: Submission, request_uuid: str | None) -> None:
-        try:
-            self.tasks.delete(record, list(submission.images))
-            if request_uuid:
-                self.tasks.redis.delete(idempotency_key(record.owner, request_uuid))
-        except Exception:  # Redis is down: the record and claim expire with their TTL
-            pass
-
-
-def idempotency_key(owner: str, request_uuid: str) -> str:
-    return f"openpik:idempotency:{owner}:{request_uuid}"
-
-
-def _fingerprint(body: dict) -> str:
-    """The request's parameters, independent of when and how it was signed."""
-    unsigned = {k: v for k, v in body.items() if k not in UNSIGNED_FIELDS}
-    return hashlib.sha256(json.dumps(unsigned, sort_keys=True, ensure_ascii=False).encode()).hexdigest()

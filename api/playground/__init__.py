@@ -2,7 +2,7 @@
 
 No build step and nothing from other origins, so the page is served with a self-only
 Content-Security-Policy: its script and style are sibling files, not inline. The sampler
-list comes from worker.samplers (light, already imported by the gateway) so the page can
+list comes from openpik.samplers, the table the gateway checks names with, so the page can
 never offer a name the workers refuse.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fastapi.responses import JSONResponse, Response
 
-from worker.samplers import SAMPLERS
+from openpik.samplers import SAMPLERS
 
 HERE = Path(__file__).parent
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8",

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from api.errors import TaskNotFound
 from api.queries.protocol import LegacyListItem, LegacyTaskDetail, TaskDetail
-from openpik.tasks import TaskRecord, TaskStatus, TaskStore
+from openpik.task_records import TaskRecord, TaskStore
+from openpik.vocabulary import TaskStatus
 
 
 def own_tasks(tasks: TaskStore, task_ids: list[str], owner: str) -> list[TaskRecord]:

@@ -10,20 +10,14 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import redis
+
+from openpik.vocabulary import TaskStatus
 
 PREFIX = "openpik:"
 TASK_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuv"  # lowercase base32, as PICPIK's ids
 TASK_ID_LENGTH = 20
-
-
-class TaskStatus(StrEnum):
-    QUEUING = "Queuing"
-    RUNNING = "Running"
-    FINISHED = "Finished"
-    ERROR = "Error"
 
 
 def new_task_id() -> str:
@@ -47,6 +41,11 @@ def queued_key(queue: str) -> str:
 def owner_queued_key(owner: str) -> str:
     """A sorted set of one key's tasks not yet started (score: enqueue time), for fairness."""
     return f"{PREFIX}owner-queued:{owner}"
+
+
+def idempotency_key(owner: str, request_uuid: str) -> str:
+    """One key's request_uuid -> "<TaskUID> <fingerprint of the request>" (see claim_request)."""
+    return f"{PREFIX}idempotency:{owner}:{request_uuid}"
 
 
 STATUS_BUCKETS = 48
@@ -158,6 +157,23 @@ class TaskStore:
             pipe.zcard(key)
             return pipe.execute()[1]
 
+    def ping(self) -> None:
+        """Raises redis.RedisError when the store does not answer."""
+        self.redis.ping()
+
+    def claim_request(self, owner: str, request_uuid: str, task_id: str, fingerprint: str) -> tuple[str, str] | None:
+        """Reserve ``request_uuid`` for ``task_id``; None when it was free, else the earlier
+        (task id, fingerprint) it was claimed with. Claims live as long as task records."""
+        key = idempotency_key(owner, request_uuid)
+        if self.redis.set(key, f"{task_id} {fingerprint}", nx=True, ex=self.ttl_s):
+            return None
+        earlier_task, earlier_fingerprint = self.redis.get(key).decode().split(" ")
+        return earlier_task, earlier_fingerprint
+
+    def release_request(self, owner: str, request_uuid: str) -> None:
+        """Free a claim whose task was never stored, so a retry of the request is new."""
+        self.redis.delete(idempotency_key(owner, request_uuid))
+
     def get(self, task_id: str) -> TaskRecord | None:
         raw = self.redis.hgetall(record_key(task_id))
         return TaskRecord.from_hash(raw) if raw else None
@@ -236,6 +252,3 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 """
 
-
-GENERATE_TASK = "openpik.generate"
-"""The Celery task name the gateway sends and the worker registers."""

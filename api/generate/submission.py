@@ -1,0 +1,114 @@
+"""Submitting a translated request: idempotency, backpressure, the task record, the enqueue.
+
+A TaskUID is returned only once Redis holds both the record and the queued message; a
+refused or failed submission leaves neither behind (nor a claimed request_uuid).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery
+
+from api.errors import InvalidParameter, LoadShedding, ServiceUnavailable, TooManyQueued
+from api.generate.serving import Submission
+from openpik.job import Job
+from openpik.routing import GENERATE_TASK
+from openpik.settings import Settings
+from openpik.task_records import TaskRecord, TaskStore, new_task_id
+
+Enqueue = Callable[[Job, str], None]
+"""Publish a Job (its task_id set) to a queue; raises when the broker did not take it."""
+
+UNSIGNED_FIELDS = ("Signature", "Timestamp")
+PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0.2}
+
+
+def celery_enqueue(settings: Settings) -> Enqueue:
+    """Publishing through a Celery app of its own, which fails fast instead of retrying when
+    Redis is down: the client then gets ServiceUnavailable and retries itself."""
+    client = Celery("openpik-api", broker=settings.redis_url)
+    client.conf.update(
+        broker_connection_retry_on_startup=False,
+        broker_connection_max_retries=0,
+        task_publish_retry_policy=PUBLISH_RETRY,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+    )
+
+    def enqueue(job: Job, queue: str) -> None:
+        client.send_task(GENERATE_TASK, args=[job.model_dump(mode="json")], queue=queue, task_id=job.task_id,
+                         retry=True, retry_policy=PUBLISH_RETRY)
+
+    return enqueue
+
+
+class Submitter:
+    """Stores a validated Submission, enqueues it, and keeps request_uuid idempotent.
+
+    Backpressure: a queue deeper than ``max_queue_depth`` sheds new work (LoadShedding) and
+    one key may have at most ``max_queued_per_key`` tasks waiting (TooManyQueued), so a burst
+    from one client cannot starve the others. 0 turns a limit off.
+    """
+
+    def __init__(self, tasks: TaskStore, enqueue: Enqueue, max_queue_depth: int = 0, max_queued_per_key: int = 0):
+        self.tasks = tasks
+        self.enqueue = enqueue
+        self.max_queue_depth = max_queue_depth
+        self.max_queued_per_key = max_queued_per_key
+
+    def submit(self, submission: Submission, action: str, owner: str, body: dict[str, Any]) -> str:
+        request_uuid = body.get("request_uuid")
+        task_id = new_task_id()
+        if request_uuid:
+            earlier = self._claim(owner, request_uuid, task_id, _fingerprint(body))
+            if earlier is not None:
+                return earlier
+        try:
+            self._check_limits(submission.queue, owner)
+        except (LoadShedding, TooManyQueued):
+            if request_uuid:
+                self.tasks.release_request(owner, request_uuid)
+            raise
+        record = TaskRecord(task_id=task_id, owner=owner, action=action, queue=submission.queue, note=submission.note)
+        try:
+            self.tasks.create(record, submission.images)
+            self.enqueue(submission.job.model_copy(update={"task_id": task_id}), submission.queue)
+        except Exception as exc:
+            self._forget(record, submission, request_uuid)
+            raise ServiceUnavailable(f"the task queue is unreachable ({type(exc).__name__}); retry later") from exc
+        return task_id
+
+    def _check_limits(self, queue: str, owner: str) -> None:
+        if self.max_queue_depth and self.tasks.queue_depth(queue) >= self.max_queue_depth:
+            raise LoadShedding(f"the queue holds {self.max_queue_depth} tasks or more; retry later")
+        if self.max_queued_per_key and self.tasks.queued_for(owner) >= self.max_queued_per_key:
+            raise TooManyQueued(
+                f"this key already has {self.max_queued_per_key} tasks waiting; retry when some have started"
+            )
+
+    def _claim(self, owner: str, request_uuid: str, task_id: str, fingerprint: str) -> str | None:
+        """None when request_uuid is new; the earlier task's id on a replay of the same request."""
+        earlier = self.tasks.claim_request(owner, request_uuid, task_id, fingerprint)
+        if earlier is None:
+            return None
+        earlier_task, earlier_fingerprint = earlier
+        if earlier_fingerprint != fingerprint:
+            raise InvalidParameter("request_uuid: already used with other parameters")
+        return earlier_task
+
+    def _forget(self, record: TaskRecord, submission: Submission, request_uuid: str | None) -> None:
+        try:
+            self.tasks.delete(record, list(submission.images))
+            if request_uuid:
+                self.tasks.release_request(record.owner, request_uuid)
+        except Exception:  # Redis is down: the record and claim expire with their TTL
+            pass
+
+
+def _fingerprint(body: dict[str, Any]) -> str:
+    """The request's parameters, independent of when and how it was signed."""
+    unsigned = {k: v for k, v in body.items() if k not in UNSIGNED_FIELDS}
+    return hashlib.sha256(json.dumps(unsigned, sort_keys=True, ensure_ascii=False).encode()).hexdigest()

@@ -1,0 +1,35 @@
+"""Where a task travels: the Celery task name, the queues, and where its results live.
+
+The gateway publishes to these names, the worker consumes them, metrics and tests look
+them up here: one contract, no second spelling anywhere.
+"""
+
+from __future__ import annotations
+
+GENERATE_TASK = "openpik.generate"
+"""The Celery task name the gateway sends and the worker registers."""
+
+QUEUE_PREFIX = "openpik."
+DEFAULT_GROUP = "default"
+"""A catalog model's group when it names none."""
+
+
+def queue_name(group: str) -> str:
+    """The queue of a catalog model group: the workers that hold its models consume it."""
+    return f"{QUEUE_PREFIX}{group}"
+
+
+DEFAULT_QUEUE = queue_name(DEFAULT_GROUP)
+
+RESULTS_PATH = "/results"
+"""The gateway serves a task's images under RESULTS_PATH/<TaskUID>/<n>.png."""
+
+
+def result_name(task_id: str, index: int) -> str:
+    """The key of a task's ``index``-th image in the result store."""
+    return f"{task_id}/{index}.png"
+
+
+def result_url(public_url: str, task_id: str, index: int) -> str:
+    """The URL a client downloads a result from, under the gateway's public base URL."""
+    return f"{public_url.rstrip('/')}{RESULTS_PATH}/{result_name(task_id, index)}"

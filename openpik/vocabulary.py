@@ -1,0 +1,92 @@
+"""The words both sides share, declared once: modes, ranges, defaults, statuses, detectors.
+
+The wire models (api/), the Job (openpik/job.py) and the catalog (models_registry/) import
+these instead of repeating them, so a range or a mode changes in one place. Light on
+purpose: pydantic's annotations only.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from annotated_types import Interval
+
+# --- ControlNet modes ---------------------------------------------------------------------
+
+ControlMode = Literal["Balanced", "MyPromptIsMoreImportant", "ControlNetIsMoreImportant"]
+"""How a ControlNet unit weighs against the prompt (A1111's control modes)."""
+
+ResizeMode = Literal["JustResize", "CropAndResize", "ResizeAndFill"]
+"""How an input image is fitted to the output size."""
+
+# --- ranges of the inference parameters --------------------------------------------------
+
+UINT32_MAX = 2**32 - 1
+
+Steps = Annotated[int, Interval(ge=1, le=150)]
+CfgScale = Annotated[float, Interval(ge=0, le=30)]
+ClipSkip = Annotated[int, Interval(ge=1, le=12)]
+"""A1111's meaning: 1 = the text encoder's last layer."""
+BatchSize = Annotated[int, Interval(ge=1, le=16)]
+Seed = Annotated[int, Interval(ge=-1, le=UINT32_MAX)]
+"""-1: the worker draws one."""
+LoraWeight = Annotated[float, Interval(ge=-1, le=2)]
+ControlWeight = Annotated[float, Interval(ge=0, le=2)]
+Fraction = Annotated[float, Interval(ge=0, le=1)]
+"""A share of something, 0..1: where in the denoising a ControlNet starts or stops acting,
+how much of a reference image is kept (ReferenceScale) or noised away (strength)."""
+DetectResolution = Annotated[int, Interval(ge=64, le=2048)]
+
+MAX_LORAS = 8
+MAX_CONTROLNETS = 3
+MAX_PROMPTS = 64
+
+# --- inference defaults (a catalog model may set its own) ---------------------------------
+
+DEFAULT_SAMPLER = "Euler a"
+DEFAULT_STEPS = 20
+DEFAULT_CFG_SCALE = 7.0
+DEFAULT_CLIP_SKIP = 1
+DEFAULT_SIZE = 512
+DEFAULT_LORA_WEIGHT = 1.0
+DEFAULT_CONTROL_WEIGHT = 1.0
+DEFAULT_DETECT_RESOLUTION = 512
+
+# --- task statuses -----------------------------------------------------------------------
+
+
+class TaskStatus(StrEnum):
+    QUEUING = "Queuing"
+    RUNNING = "Running"
+    FINISHED = "Finished"
+    ERROR = "Error"
+
+
+ENDED_STATUSES = frozenset({TaskStatus.FINISHED, TaskStatus.ERROR})
+"""A task in one of these never changes again."""
+
+# --- preprocessors -------------------------------------------------------------------------
+
+DETECTOR_PARAMS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "canny": ("low_threshold", "high_threshold"),
+    "scribble_xdog": ("threshold",),
+    "scribble_hed": (),
+    "softedge_hed": (),
+    "lineart": (),
+    "lineart_anime": (),
+    "lineart_anime_denoise": (),
+    "mlsd": ("value_threshold", "distance_threshold"),
+    "openpose_full": (),
+    "depth_midas": (),
+    "depth_leres": (),
+    "depth_zoe": (),
+    "normal_bae": (),
+    "shuffle": (),
+    "recolor_luminance": ("gamma_correction",),
+    "recolor_intensity": ("gamma_correction",),
+    "lineart_standard": (),
+}
+"""Every detector a worker can run (a catalog preprocessor's ``detector``) and the names of
+the parameters it takes, in the order of the legacy Param1Value/Param2Value."""
