@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 TINY_DIR ?= var/tiny
 
-.PHONY: install test run bench tiny clean
+.PHONY: install check test run bench tiny clean
 
 install: $(INSTALLED)
 
@@ -16,7 +16,13 @@ $(INSTALLED): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
-test: install
+# Lint, format and types (pyproject.toml says what each covers); part of `make test`.
+check: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: check
 	scripts/ensure-redis.sh
 	scripts/ensure-chromium.sh
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

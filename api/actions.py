@@ -1,8 +1,10 @@
 """The Action table: each PICPIK action -> its wire model and the function that serves it."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from api.catalog import serving as catalog_serving
 from api.catalog.protocol import (
@@ -19,7 +21,7 @@ from api.generate.protocol import (
     GenerateResponse,
     GenerateTxt2ImgRequest,
 )
-from api.generate.serving import translate_images, translate_legacy
+from api.generate.serving import Submission, translate_images, translate_legacy
 from api.generate.submission import Submitter
 from api.protocol_base import Envelope, SignedRequest
 from api.queries import serving as query_serving
@@ -48,17 +50,20 @@ class Services:
     submitter: Submitter
 
 
-Serve = Callable[[Services, SignedRequest, str, dict], Envelope]
+Request = TypeVar("Request", bound=SignedRequest)
+Body = dict[str, Any]
+Translate = Callable[[Request, Catalog, str, Settings], Submission]
 
 
 @dataclass(frozen=True)
-class Action:
-    request: type[SignedRequest]
-    serve: Serve
+class Action(Generic[Request]):
+    request: type[Request]
+    serve: Callable[[Services, Request, str, Body], Envelope]
+    """(services, the validated wire request, the caller's PublicKey, the raw body) -> the answer."""
 
 
-def _generate(translate):
-    def serve(services: Services, request, owner: str, body: dict) -> Envelope:
+def _generate(translate: Translate[Request]) -> Callable[[Services, Request, str, Body], Envelope]:
+    def serve(services: Services, request: Request, owner: str, body: Body) -> Envelope:
         submission = translate(request, services.catalog, owner, services.settings)
         task_id = services.submitter.submit(submission, request.Action, owner, body)
         return GenerateResponse(TaskUID=task_id)
@@ -66,41 +71,42 @@ def _generate(translate):
     return serve
 
 
-def _get_task(services: Services, request: GetGenerateTaskDetailRequest, owner: str, body: dict) -> Envelope:
+def _get_task(services: Services, request: GetGenerateTaskDetailRequest, owner: str, body: Body) -> Envelope:
     (record,) = query_serving.own_tasks(services.tasks, [request.TaskUID], owner)
-    return GetGenerateTaskDetailResponse(TaskUID=record.task_id,
-                                         **query_serving.legacy_detail(services.tasks, record))
+    return GetGenerateTaskDetailResponse(TaskUID=record.task_id, **query_serving.legacy_detail(services.tasks, record))
 
 
-def _list_legacy(services: Services, request: ListGenerateTaskDetailRequest, owner: str, body: dict) -> Envelope:
+def _list_legacy(services: Services, request: ListGenerateTaskDetailRequest, owner: str, body: Body) -> Envelope:
     records = query_serving.own_tasks(services.tasks, request.TaskUIDs, owner)
     return ListGenerateTaskDetailResponse(
-        TaskDetailList=[query_serving.legacy_list_item(services.tasks, r) for r in records])
+        TaskDetailList=[query_serving.legacy_list_item(services.tasks, r) for r in records]
+    )
 
 
-def _list_tasks(services: Services, request: ListTasksDetailsRequest, owner: str, body: dict) -> Envelope:
+def _list_tasks(services: Services, request: ListTasksDetailsRequest, owner: str, body: Body) -> Envelope:
     records = query_serving.own_tasks(services.tasks, request.TaskUIDList, owner)
     return ListTasksDetailsResponse(TaskDetailList=[query_serving.task_detail(services.tasks, r) for r in records])
 
 
-def _list_models(services: Services, request, owner: str, body: dict) -> Envelope:
+def _list_models(services: Services, request: ListModelsRequest, owner: str, body: Body) -> Envelope:
     return ListModelsResponse(ModelList=catalog_serving.list_models(services.catalog, owner))
 
 
-def _list_controlnets(services: Services, request, owner: str, body: dict) -> Envelope:
+def _list_controlnets(services: Services, request: ListControlNetsRequest, owner: str, body: Body) -> Envelope:
     return ListControlNetsResponse(ControlNetList=catalog_serving.list_controlnets(services.catalog))
 
 
-def _list_processors(services: Services, request, owner: str, body: dict) -> Envelope:
+def _list_processors(services: Services, request: ListControlNetProcessorRequest, owner: str, body: Body) -> Envelope:
     processors = catalog_serving.list_processors(services.catalog)
     return ListControlNetProcessorResponse(
-        ControlNetProcessorList=processors, ControlNetPreProcessorList=processors,
+        ControlNetProcessorList=processors,
+        ControlNetPreProcessorList=processors,
         ModelList=catalog_serving.list_controlnets(services.catalog),
         PresetList=catalog_serving.list_presets(services.catalog),
     )
 
 
-ACTIONS: dict[str, Action] = {
+ACTIONS: dict[str, Action[Any]] = {
     "GenerateImg2Img": Action(GenerateImg2ImgRequest, _generate(translate_legacy)),
     "GenerateTxt2Img": Action(GenerateTxt2ImgRequest, _generate(translate_legacy)),
     "GenerateImages": Action(GenerateImagesRequest, _generate(translate_images)),

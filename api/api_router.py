@@ -1,8 +1,10 @@
 """Routes only: the one PICPIK endpoint, result files, the playground and health checks."""
+
 from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -26,8 +28,12 @@ RESULT_TASK_ID = re.compile(rf"^[{TASK_ID_ALPHABET}]{{{TASK_ID_LENGTH}}}$")
 RESULT_FILE = re.compile(r"^(0|[1-9][0-9]?)\.png$")
 
 
-@router.post("/", summary="Every PICPIK action; the body's Action field chooses which",
-             response_model=Envelope, openapi_extra={"requestBody": request_body_schema()})
+@router.post(
+    "/",
+    summary="Every PICPIK action; the body's Action field chooses which",
+    response_model=Envelope,
+    openapi_extra={"requestBody": request_body_schema()},
+)
 async def dispatch(request: Request) -> JSONResponse:
     services = request.app.state.services
     settings = services.settings
@@ -37,8 +43,14 @@ async def dispatch(request: Request) -> JSONResponse:
     action = ACTIONS.get(_action_name(body))
     if action is None:
         raise UnsupportedAction(f"Action not supported: {body['Action']}")
-    owner = await run_in_threadpool(verify, body, request.app.state.keys.private_key, time.time(),
-                                    settings.require_timestamp, settings.timestamp_window_s)
+    owner = await run_in_threadpool(
+        verify,
+        body,
+        request.app.state.keys.private_key,
+        time.time(),
+        settings.require_timestamp,
+        settings.timestamp_window_s,
+    )
     try:
         wire = action.request.model_validate(body)
     except ValidationError as exc:
@@ -75,7 +87,7 @@ async def metrics(request: Request) -> Response:
 
 
 @router.get("/healthz", summary="The gateway process is alive")
-async def healthz() -> dict:
+async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
@@ -88,18 +100,20 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-def _action_name(body: dict) -> str:
+def _action_name(body: dict[str, Any]) -> str:
     action = body.get("Action")
     if not isinstance(action, str) or not action:
         raise MissingAction("Action: required, a non-empty string")
     return action
 
 
-def _echo(body: dict) -> dict:
+def _echo(body: dict[str, Any]) -> dict[str, Any]:
     """The request fields every response echoes."""
     action, request_uuid = body.get("Action"), body.get("request_uuid")
-    return {"Action": action if isinstance(action, str) else "",
-            "request_uuid": request_uuid if isinstance(request_uuid, str) else None}
+    return {
+        "Action": action if isinstance(action, str) else "",
+        "request_uuid": request_uuid if isinstance(request_uuid, str) else None,
+    }
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -118,7 +132,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     return f"{loc}: {message}"
 
 
-def _location(loc: tuple) -> str:
+def _location(loc: tuple[int | str, ...]) -> str:
     parts = [p for p in loc if not (isinstance(p, str) and (p.startswith(("function-", "literal[", "int", "str"))))]
     text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
     return text.lstrip(".")

@@ -2,10 +2,13 @@
 
 Builds the services once at start-up and maps every error to PICPIK's envelope in one place.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
@@ -17,7 +20,7 @@ from api.actions import Services
 from api.api_router import router
 from api.errors import ApiError, InternalError, ServiceUnavailable
 from api.generate.submission import Submitter, celery_enqueue
-from api.keys import key_store_from_settings
+from api.keys import KeyStore, key_store_from_settings
 from api.openapi import component_schemas
 from api.protocol_base import Envelope
 from models_registry.catalog import load_catalog
@@ -29,55 +32,58 @@ from openpik.task_records import TaskStore
 log = logging.getLogger("openpik.api")
 
 
-def build_services(settings: Settings) -> tuple[Services, object]:
+def build_services(settings: Settings) -> tuple[Services, KeyStore]:
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
     tasks = TaskStore(client, settings.result_ttl_s)
-    services = Services(settings=settings, catalog=load_catalog(settings.catalog), tasks=tasks,
-                        results=result_store_from_settings(settings),
-                        submitter=Submitter(tasks, celery_enqueue(settings), settings.max_queue_depth,
-                                            settings.max_queued_per_key))
+    services = Services(
+        settings=settings,
+        catalog=load_catalog(settings.catalog),
+        tasks=tasks,
+        results=result_store_from_settings(settings),
+        submitter=Submitter(tasks, celery_enqueue(settings), settings.max_queue_depth, settings.max_queued_per_key),
+    )
     return services, key_store_from_settings(settings, client)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_json_logging("openpik.api")
         app.state.services, app.state.keys = build_services(settings or get_settings())
         yield
 
-    app = FastAPI(title="OpenPik", summary="PICPIK-compatible image generation on your own GPUs",
-                  version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="OpenPik",
+        summary="PICPIK-compatible image generation on your own GPUs",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
     app.include_router(router)
     app.add_middleware(metrics.RequestObserver)
-    app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(redis.RedisError, _redis_error)
-    app.add_exception_handler(Exception, _internal_error)
-    app.openapi = lambda: _openapi(app)
+    for error_type in (ApiError, redis.RedisError, Exception):
+        app.add_exception_handler(error_type, _error_envelope)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way
     return app
 
 
-def _envelope(request: Request, status: int, retcode: int, message: str) -> JSONResponse:
+async def _error_envelope(request: Request, exc: Exception) -> JSONResponse:
+    """Every error a request ends with, as PICPIK's envelope with the RetCode of its type."""
+    error = _api_error(exc)
     echo = getattr(request.state, "echo", {})
-    body = Envelope(RetCode=retcode, Message=message, **echo).model_dump()
-    return JSONResponse(body, status_code=status)
+    body = Envelope(RetCode=error.retcode, Message=error.message, **echo).model_dump()
+    return JSONResponse(body, status_code=error.http_status)
 
 
-async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-    return _envelope(request, exc.http_status, exc.retcode, exc.message)
+def _api_error(exc: Exception) -> ApiError:
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, redis.RedisError):
+        return ServiceUnavailable(f"the task store is unreachable ({type(exc).__name__}); retry later")
+    log.error("internal error", exc_info=exc)
+    return InternalError("internal error; retry later")
 
 
-async def _redis_error(request: Request, exc: redis.RedisError) -> JSONResponse:
-    unavailable = ServiceUnavailable(f"the task store is unreachable ({type(exc).__name__}); retry later")
-    return await _api_error(request, unavailable)
-
-
-async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("internal error")
-    return await _api_error(request, InternalError("internal error; retry later"))
-
-
-def _openapi(app: FastAPI) -> dict:
+def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
         schema.setdefault("components", {}).setdefault("schemas", {}).update(component_schemas())

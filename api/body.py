@@ -7,6 +7,7 @@ overflow to infinity, duplicate keys (which one wins?), lone surrogate escapes (
 break UTF-8 encoding later, in Redis or the tokenizer), nesting that would exhaust the
 recursion limit. Every refusal is a MalformedBody or BodyTooLarge, never a 5xx.
 """
+
 from __future__ import annotations
 
 import json
@@ -130,7 +131,7 @@ def _check_strings(value: Any, path: str) -> None:
         _check_text(value, path)
     elif isinstance(value, dict):
         for key, item in value.items():
-            _check_text(key, f"{path or 'request body'}: key {ascii(key)}")
+            _check_text(key, f"{path or 'request body'}: key {key!a}")
             _check_strings(item, f"{path}.{key}" if path else key)
     elif isinstance(value, list):
         for index, item in enumerate(value):

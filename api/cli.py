@@ -1,4 +1,5 @@
 """`openpik-api`: the gateway under uvicorn, on OPENPIK_HOST:OPENPIK_PORT."""
+
 from __future__ import annotations
 
 import argparse

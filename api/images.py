@@ -7,6 +7,7 @@ checked from the header before any pixel is decoded, animated files are refused,
 image is decoded completely here so that a truncated or corrupt file is a 230 naming the
 field at the gateway, not a failed task later.
 """
+
 from __future__ import annotations
 
 import base64
@@ -17,7 +18,7 @@ import struct
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from api.errors import InvalidParameter
 from openpik.images import ALLOWED_FORMATS
@@ -49,10 +50,10 @@ def decode_image(value: str, field: str, max_pixels: int) -> DecodedImage:
                 _check_single_frame(image, field)
                 _check_pixels(image, field, max_pixels)
                 image.load()
-                return DecodedImage(data, image.format, image.width, image.height)
+                return DecodedImage(data, image.format or "", image.width, image.height)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
             raise InvalidParameter(f"{field}: too many pixels ({exc})") from None
-        except Image.UnidentifiedImageError:
+        except UnidentifiedImageError:
             raise InvalidParameter(f"{field}: not a PNG, JPEG or WEBP image") from None
         except _DECODE_ERRORS as exc:
             raise InvalidParameter(f"{field}: truncated or corrupt image ({exc})") from None
@@ -69,7 +70,7 @@ def _decode_base64(value: str, field: str) -> bytes:
     if not value.isascii():
         raise InvalidParameter(f"{field}: contains non-ASCII characters; base64 expected")
     prefix = _DATA_URL_PREFIX.match(value)
-    payload = value[prefix.end():] if prefix else value
+    payload = value[prefix.end() :] if prefix else value
     if not payload:
         raise InvalidParameter(f"{field}: is empty")
     try:
@@ -91,6 +92,4 @@ def _check_pixels(image: Image.Image, field: str, max_pixels: int) -> None:
     """Header dimensions against our cap, before load() allocates and decodes anything."""
     width, height = image.size
     if width * height > max_pixels:
-        raise InvalidParameter(
-            f"{field}: {width}x{height} is {width * height} pixels, more than {max_pixels}"
-        )
+        raise InvalidParameter(f"{field}: {width}x{height} is {width * height} pixels, more than {max_pixels}")

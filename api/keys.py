@@ -3,6 +3,7 @@
 A YAML file serves a single machine; Redis serves a cluster of gateways. Both are edited
 by the `openpik-keys` command while the gateway runs, so reads must see its changes.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -15,11 +16,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 import yaml
 from pydantic import BaseModel, Field, ValidationError
+from redis.typing import EncodableT
 
 from openpik.settings import Settings
 
@@ -226,11 +228,7 @@ class RedisKeyStore(KeyStore):
             for name in names:
                 pipe.hgetall(name)
             hashes = pipe.execute()
-        return [
-            self._from_hash(name[len(self.prefix):], fields)
-            for name, fields in zip(names, hashes)
-            if fields
-        ]
+        return [self._from_hash(name[len(self.prefix) :], fields) for name, fields in zip(names, hashes) if fields]
 
     def _insert(self, key: ApiKey) -> None:
         self._redis.hset(self._name(key.public_key), mapping=_to_hash(key))
@@ -248,7 +246,8 @@ class RedisKeyStore(KeyStore):
             pipe.hset(name, mapping=_to_hash(key))
             return key
 
-        return self._redis.transaction(change, name, value_from_callable=True)
+        # redis-py types the callable as returning None; value_from_callable returns its value
+        return cast(ApiKey, self._redis.transaction(change, name, value_from_callable=True))  # type: ignore[arg-type]
 
     def _name(self, public_key: str) -> str:
         return self.prefix + public_key
@@ -261,7 +260,7 @@ class RedisKeyStore(KeyStore):
             raise KeyStoreError(f"Redis hash {self._name(public_key)} is not a valid key: {exc}") from exc
 
 
-def _to_hash(key: ApiKey) -> dict[str, str]:
+def _to_hash(key: ApiKey) -> dict[EncodableT, EncodableT]:
     """Redis stores strings; "true"/"false" read back as bools through pydantic."""
     return {"private_key": key.private_key, "name": key.name, "enabled": "true" if key.enabled else "false"}
 

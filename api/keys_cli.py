@@ -3,6 +3,7 @@
 Changes take effect in a running gateway without a restart: the file store notices the
 rewritten file, and the Redis store is shared.
 """
+
 from __future__ import annotations
 
 import argparse

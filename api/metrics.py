@@ -4,11 +4,14 @@ Request counts and durations are this process's own. Queue depth and tasks by st
 read from Redis at scrape time, so every gateway reports the same cluster-wide values and
 none keeps state of its own.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import redis
 from prometheus_client import (
@@ -20,13 +23,14 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.actions import ACTIONS, Services
 from api.errors import InternalError
 from openpik.routing import queue_name
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-disable_created_metrics()  # no `_created` twin of every series: Prometheus does not need them
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` twin of every series: Prometheus does not need them
 
 REQUESTS = Counter("openpik_requests_total", "POST / requests answered, by Action and RetCode", ["action", "retcode"])
 DURATION = Histogram("openpik_request_duration_seconds", "Time to answer POST /, by Action", ["action"])
@@ -54,17 +58,17 @@ class RequestObserver:
     Other paths (results, health checks, metrics) pass through untouched.
     """
 
-    def __init__(self, app):
+    def __init__(self, app: ASGIApp):
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         state = scope.setdefault("state", {})
         chunks: list[bytes] = []
 
-        async def capture(message):
+        async def capture(message: Message) -> None:
             if message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
             await send(message)
@@ -77,7 +81,7 @@ class RequestObserver:
         _observe(state, _envelope(b"".join(chunks)), time.perf_counter() - started)
 
 
-def _envelope(body: bytes) -> dict:
+def _envelope(body: bytes) -> dict[str, Any]:
     try:
         envelope = json.loads(body)
     except ValueError:
@@ -85,17 +89,23 @@ def _envelope(body: bytes) -> dict:
     return envelope if isinstance(envelope, dict) else {}
 
 
-def _observe(state: dict, envelope: dict, seconds: float) -> None:
+def _observe(state: dict[str, Any], envelope: dict[str, Any], seconds: float) -> None:
     action = action_label(state.get("echo", {}).get("Action"))
     retcode = str(envelope.get("RetCode", MISSING))
     REQUESTS.labels(action, retcode).inc()
     DURATION.labels(action).observe(seconds)
     body = state.get("body", {})
-    log.info("request", extra={
-        "action": action, "retcode": envelope.get("RetCode"), "duration_ms": round(seconds * 1000, 1),
-        "public_key": _text(body.get("PublicKey")), "task_uid": _text(envelope.get("TaskUID")),
-        "request_uuid": _text(body.get("request_uuid")),
-    })
+    log.info(
+        "request",
+        extra={
+            "action": action,
+            "retcode": envelope.get("RetCode"),
+            "duration_ms": round(seconds * 1000, 1),
+            "public_key": _text(body.get("PublicKey")),
+            "task_uid": _text(envelope.get("TaskUID")),
+            "request_uuid": _text(body.get("request_uuid")),
+        },
+    )
 
 
 def _text(value: object) -> str | None:
@@ -112,7 +122,7 @@ class _StoreState:
     def __init__(self, services: Services):
         self.services = services
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         tasks = self.services.tasks
         try:
             depths = {queue: tasks.queue_depth(queue) for queue in _queues(self.services)}
@@ -121,8 +131,9 @@ class _StoreState:
             log.warning("metrics: Redis unreachable (%s); queue depth and tasks left out", type(exc).__name__)
             return
         yield _gauge("openpik_queue_depth", "Tasks waiting in each queue", "queue", depths)
-        yield _gauge("openpik_tasks", "Task records in Redis by status (records live OPENPIK_RESULT_TTL_S)",
-                     "status", by_status)
+        yield _gauge(
+            "openpik_tasks", "Task records in Redis by status (records live OPENPIK_RESULT_TTL_S)", "status", by_status
+        )
 
 
 def _queues(services: Services) -> list[str]:

@@ -4,10 +4,11 @@ The route reads the raw body itself (it must verify the signature over the exact
 FastAPI cannot infer the schema; it is built here from the same wire models, as a oneOf
 discriminated by Action, so schema-driven clients and fuzzers see every action's fields.
 """
+
 from __future__ import annotations
 
 from functools import cache
-from typing import Annotated, Union
+from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
@@ -20,15 +21,16 @@ ALL_REQUESTS = (*GENERATE_REQUESTS, *QUERY_REQUESTS, *CATALOG_REQUESTS)
 
 
 @cache
-def _schema() -> dict:
-    any_request = Annotated[Union[ALL_REQUESTS], Field(discriminator="Action")]  # noqa: UP007
+def _schema() -> dict[str, Any]:
+    any_request = Annotated[Union[ALL_REQUESTS], Field(discriminator="Action")]  # type: ignore[valid-type]  # noqa: UP007
     return TypeAdapter(any_request).json_schema(ref_template=REF_TEMPLATE)
 
 
-def request_body_schema() -> dict:
+def request_body_schema() -> dict[str, Any]:
     schema = {k: v for k, v in _schema().items() if k != "$defs"}
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-def component_schemas() -> dict:
-    return _schema().get("$defs", {})
+def component_schemas() -> dict[str, Any]:
+    definitions: dict[str, Any] = _schema().get("$defs", {})
+    return definitions

@@ -1,4 +1,5 @@
 """What every PICPIK request and response shares: the envelope fields."""
+
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field

@@ -2,6 +2,7 @@
 
 The signing rules themselves live in openpik.signing, shared with openpik.client.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -76,9 +77,7 @@ def _check_timestamp(body: Mapping[str, Any], now: float, required: bool, window
         return
     timestamp = _parse_timestamp(body[TIMESTAMP_FIELD])
     if abs(now - timestamp) > window_s:
-        raise TimestampOutOfWindow(
-            f"{TIMESTAMP_FIELD} must be within {window_s} s of the server time ({int(now)})"
-        )
+        raise TimestampOutOfWindow(f"{TIMESTAMP_FIELD} must be within {window_s} s of the server time ({int(now)})")
 
 
 def _parse_timestamp(value: Any) -> float:

@@ -4,6 +4,7 @@ Served by the same uvicorn as the gateway, so what the gateway costs beyond it i
 work: strict body parsing, the signature, validation, image decoding, the catalog, and the
 Redis transaction plus Celery message that queue the task.
 """
+
 from __future__ import annotations
 
 from fastapi import FastAPI, Request

@@ -4,6 +4,7 @@ Every benchmark reports ratios of two things measured in the same run on the sam
 so a loaded or slow machine shifts both sides alike; absolute numbers are kept in ``numbers``
 for the JSON file but are only comparable within one run.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -15,8 +16,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 VAR = REPO / "var" / "bench"
-REDIS_DB = 9
-REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 
 
 @dataclass(frozen=True)
@@ -75,33 +74,23 @@ def ms(value_s: float) -> str:
 
 
 def stack_env(catalog: Path, work: Path) -> dict[str, str]:
-    """Settings of a gateway and workers on Redis DB 9, with the backpressure limits off.
+    """Settings of a gateway and workers on RedisDb.BENCH, with the backpressure limits off.
 
     The limits would answer 180/150 once a benchmark has queued a few hundred tasks, and then
     the benchmark would measure refusals.
     """
-    from tests.stack import stack_settings
+    from tests.stack import RedisDb, stack_settings
 
     work.mkdir(parents=True, exist_ok=True)
-    return stack_settings(catalog, work, REDIS_DB, max_queue_depth="0", max_queued_per_key="0")
+    return stack_settings(catalog, work, RedisDb.BENCH, max_queue_depth="0", max_queued_per_key="0")
 
 
 @contextmanager
 def running_stack(catalog: Path, work: Path, worker_name: str):
-    """(gateway, worker, task store) on a flushed Redis DB 9; both processes stopped on the way out."""
-    import redis
-
+    """(gateway, worker, task store) on a flushed RedisDb.BENCH; both processes stopped on the way out."""
     from openpik.task_records import TaskStore
-    from tests.stack import Gateway, Worker, fresh_redis
+    from tests.stack import RedisDb, open_redis
+    from tests.stack import running_stack as start_stack
 
-    fresh_redis(REDIS_DB)
-    store = TaskStore(redis.Redis.from_url(REDIS_URL), ttl_s=3600)
-    gateway = Gateway(stack_env(catalog, work), log=work / "gateway.log").start()
-    try:
-        worker = Worker(gateway.env, work, worker_name).start()
-        try:
-            yield gateway, worker, store
-        finally:
-            worker.stop()
-    finally:
-        gateway.stop()
+    with start_stack(stack_env(catalog, work), work, worker=worker_name, gateway_log=work / "gateway.log") as stack:
+        yield stack.gateway, stack.worker, TaskStore(open_redis(RedisDb.BENCH), ttl_s=3600)

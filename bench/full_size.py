@@ -8,6 +8,7 @@ benchmark on them costs what a real checkpoint costs; only the weights are rando
 Stored in float16 (2.9 GB instead of 5.8 GB; the worker loads them as float32 on the CPU),
 with two LoRAs and a catalog. Built into var/bench/full-sd15 when its catalog is missing.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -87,11 +88,31 @@ def _catalog_dict() -> dict:
     defaults = {"steps": 20, "sampler": "Euler a", "cfg_scale": 7.0, "clip_skip": 1, "width": SIZE, "height": SIZE}
     return {
         "version": 1,
-        "main_models": [{"id": 1, "model_code": "sd15-random", "name": "SD1.5-shaped, random weights",
-                         "path": MODEL_DIR, "defaults": defaults}],
-        "loras": [{"id": lora_id, "model_code": f"sd15-random-{Path(name).stem}", "name": Path(name).stem,
-                   "path": f"lora/{name}"} for lora_id, name, _, _ in LORAS],
-        "controlnets": [{"id": 1, "model_code": "cn-sd15-random", "name": "SD1.5 ControlNet, random weights",
-                         "path": CONTROLNET_DIR}],
+        "main_models": [
+            {
+                "id": 1,
+                "model_code": "sd15-random",
+                "name": "SD1.5-shaped, random weights",
+                "path": MODEL_DIR,
+                "defaults": defaults,
+            }
+        ],
+        "loras": [
+            {
+                "id": lora_id,
+                "model_code": f"sd15-random-{Path(name).stem}",
+                "name": Path(name).stem,
+                "path": f"lora/{name}",
+            }
+            for lora_id, name, _, _ in LORAS
+        ],
+        "controlnets": [
+            {
+                "id": 1,
+                "model_code": "cn-sd15-random",
+                "name": "SD1.5 ControlNet, random weights",
+                "path": CONTROLNET_DIR,
+            }
+        ],
         "preprocessors": [p.model_dump(mode="json", exclude_defaults=True) for p in default.preprocessors],
     }

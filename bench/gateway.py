@@ -3,11 +3,12 @@
 At 1, 8 and 32 concurrent clients (asyncio + httpx.AsyncClient, each sending its next
 request as soon as the previous one is answered) the same signed body (a 64x64 PNG
 reference image) goes to the gateway and to ``bench/bare_app.py``, both uvicorn processes on
-this machine. No worker runs: the tasks stay queued, and Redis DB 9 is flushed before each
+this machine. No worker runs: the tasks stay queued, and RedisDb.BENCH is flushed before each
 level. Client, servers and Redis share the same cores, so each level also records how many
 cores the server and the client kept busy: a server at one core is saturated (uvicorn runs
 one process here), a client at one core caps the rate it can measure.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,9 +22,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bench.common import REDIS_DB, REPO, Context, Row, median, ms, percentile, stack_env
+from bench.common import REPO, Context, Row, median, ms, percentile, stack_env
 from tests.requests import img2img
-from tests.stack import Gateway, free_port, fresh_redis, signed
+from tests.stack import RedisDb, answers_health, free_port, fresh_redis, running_stack, signed, wait_for
 
 LEVELS = (1, 8, 32)
 HEADERS = {"Content-Type": "application/json"}
@@ -46,30 +47,43 @@ def run(context: Context) -> list[Row]:
     requests = context.pick(full=600, quick=100)
     body = json.dumps(signed(img2img())).encode()
     work = context.work / "gateway"
-    gateway = Gateway(stack_env(context.tiny_catalog, work), log=work / "gateway.log").start()
-    bare, bare_url = _start_bare_server(work / "bare.log")
     rows = []
-    try:
-        for clients in LEVELS:
-            fresh_redis(REDIS_DB)
-            measured = asyncio.run(_load(gateway.url, psutil.Process(gateway.process.pid), body, clients, requests))
-            baseline = asyncio.run(_load(bare_url, psutil.Process(bare.pid), body, clients, requests))
-            plural = "s" if clients > 1 else ""
-            rows.append(Row(
-                benchmark="gateway", case=f"signed GenerateImg2Img (64x64 PNG), {clients} concurrent client{plural}",
-                measured=measured.describe("gateway"), baseline=baseline.describe("bare FastAPI"),
-                ratio=baseline.per_second / measured.per_second,
-                numbers={"gateway_per_s": measured.per_second, "gateway_p50_s": measured.p50,
-                         "gateway_p99_s": measured.p99, "gateway_server_cores": measured.server_cores,
-                         "gateway_client_cores": measured.client_cores, "bare_per_s": baseline.per_second,
-                         "bare_p50_s": baseline.p50, "bare_p99_s": baseline.p99,
-                         "bare_server_cores": baseline.server_cores, "bare_client_cores": baseline.client_cores,
-                         "requests": requests, "clients": clients}))
-    finally:
-        bare.terminate()
-        bare.wait(timeout=10)
-        gateway.stop()
-    fresh_redis(REDIS_DB)
+    with running_stack(stack_env(context.tiny_catalog, work), work, gateway_log=work / "gateway.log") as stack:
+        gateway = stack.gateway
+        bare, bare_url = _start_bare_server(work / "bare.log")
+        try:
+            for clients in LEVELS:
+                fresh_redis(RedisDb.BENCH)
+                measured = asyncio.run(_load(gateway.url, psutil.Process(gateway.process.pid), body, clients, requests))
+                baseline = asyncio.run(_load(bare_url, psutil.Process(bare.pid), body, clients, requests))
+                plural = "s" if clients > 1 else ""
+                rows.append(
+                    Row(
+                        benchmark="gateway",
+                        case=f"signed GenerateImg2Img (64x64 PNG), {clients} concurrent client{plural}",
+                        measured=measured.describe("gateway"),
+                        baseline=baseline.describe("bare FastAPI"),
+                        ratio=baseline.per_second / measured.per_second,
+                        numbers={
+                            "gateway_per_s": measured.per_second,
+                            "gateway_p50_s": measured.p50,
+                            "gateway_p99_s": measured.p99,
+                            "gateway_server_cores": measured.server_cores,
+                            "gateway_client_cores": measured.client_cores,
+                            "bare_per_s": baseline.per_second,
+                            "bare_p50_s": baseline.p50,
+                            "bare_p99_s": baseline.p99,
+                            "bare_server_cores": baseline.server_cores,
+                            "bare_client_cores": baseline.client_cores,
+                            "requests": requests,
+                            "clients": clients,
+                        },
+                    )
+                )
+        finally:
+            bare.terminate()
+            bare.wait(timeout=10)
+    fresh_redis(RedisDb.BENCH)
     return rows
 
 
@@ -78,18 +92,29 @@ def _start_bare_server(log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log, "w") as output:
-        process = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
-                                    "--port", str(port), "--log-level", "warning"], cwd=REPO, stdout=output,
-                                   stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the bare FastAPI server did not start")
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.bare_app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: answers_health(url), 30, message="the bare FastAPI server to start", error=RuntimeError)
+    except RuntimeError:
+        process.kill()
+        raise
+    return process, url
 
 
 async def _load(url: str, server: psutil.Process, body: bytes, clients: int, total: int) -> Load:
@@ -114,8 +139,9 @@ async def _load(url: str, server: psutil.Process, body: bytes, clients: int, tot
             sent += 1
             await post(client)
 
-    connections = [httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=1), timeout=60)
-                   for _ in range(clients)]
+    connections = [
+        httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=1), timeout=60) for _ in range(clients)
+    ]
     try:
         await asyncio.gather(*(post(client) for client in connections))  # opens the connections
         latencies.clear()
@@ -125,8 +151,13 @@ async def _load(url: str, server: psutil.Process, body: bytes, clients: int, tot
         client_cpu, server_cpu = time.process_time() - client_cpu, _cpu_seconds(server) - server_cpu
     finally:
         await asyncio.gather(*(client.aclose() for client in connections))
-    return Load(per_second=total / elapsed, p50=median(latencies), p99=percentile(latencies, 99),
-                server_cores=server_cpu / elapsed, client_cores=client_cpu / elapsed)
+    return Load(
+        per_second=total / elapsed,
+        p50=median(latencies),
+        p99=percentile(latencies, 99),
+        server_cores=server_cpu / elapsed,
+        client_cores=client_cpu / elapsed,
+    )
 
 
 def _cpu_seconds(process: psutil.Process) -> float:

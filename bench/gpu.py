@@ -10,6 +10,7 @@ ControlNet, CFG 7, batch 1 and batch 8, float16, on the full-size random-weight 
 (bench/full_size.py). About 36 TFLOP per image, so an H100 (989 dense bf16/fp16 TFLOP/s)
 has a floor near 37 ms per image; achieved TFLOP/s = 36 x images/s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,15 +46,18 @@ def main() -> None:
     for batch in (1, 8):
         rows.append(_row("plain diffusers", batch, _time(_plain(catalog, images, batch), args.repeats), batch))
         rows.append(_row("OpenPik worker", batch, _time(_worker(catalog, images, batch), args.repeats), batch))
-        rows.append(_row("OpenPik compiled", batch,
-                         _time(_worker(catalog, images, batch, compile=True), args.repeats), batch))
+        rows.append(
+            _row("OpenPik compiled", batch, _time(_worker(catalog, images, batch, compile=True), args.repeats), batch)
+        )
     out = REPO / "var" / "bench" / "gpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": rows}, indent=2))
     print(f"{'path':17} {'batch':>5} {'s/task':>8} {'images/s':>9} {'ms/step':>8} {'TFLOP/s':>8}")
     for row in rows:
-        print(f"{row['path']:17} {row['batch']:5} {row['seconds']:8.3f} {row['images_per_s']:9.2f} "
-              f"{row['ms_per_step']:8.1f} {row['tflops']:8.1f}")
+        print(
+            f"{row['path']:17} {row['batch']:5} {row['seconds']:8.3f} {row['images_per_s']:9.2f} "
+            f"{row['ms_per_step']:8.1f} {row['tflops']:8.1f}"
+        )
     print(f"written to {out}")
 
 
@@ -73,15 +77,27 @@ def _plain(catalog, images, batch: int):
 
     model, controlnet = catalog.main_models[0], catalog.controlnets[0]
     pipe = StableDiffusionControlNetImg2ImgPipeline.from_pretrained(
-        model.path, controlnet=ControlNetModel.from_pretrained(controlnet.path, dtype=torch.float16),
-        dtype=torch.float16, safety_checker=None, requires_safety_checker=False).to("cuda")
+        model.path,
+        controlnet=ControlNetModel.from_pretrained(controlnet.path, dtype=torch.float16),
+        dtype=torch.float16,
+        safety_checker=None,
+        requires_safety_checker=False,
+    ).to("cuda")
     pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
 
     def run():
         generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
-        pipe("an apple", image=images["ref"], control_image=images["ctl"], num_inference_steps=STEPS,
-             strength=STRENGTH, guidance_scale=CFG, num_images_per_prompt=batch, generator=generators)
+        pipe(
+            "an apple",
+            image=images["ref"],
+            control_image=images["ctl"],
+            num_inference_steps=STEPS,
+            strength=STRENGTH,
+            guidance_scale=CFG,
+            num_images_per_prompt=batch,
+            generator=generators,
+        )
 
     return run
 
@@ -101,9 +117,20 @@ def _worker(catalog, images, batch: int, compile: bool = False):
             engine.run(warmup_job, warmup_images)
         print(f"compiled warm-up: {time.perf_counter() - started:.1f} s", flush=True)
     none = next(p for p in catalog.preprocessors if p.detector == "none")
-    job = Job(model=model_ref(catalog.main_models[0]), prompt="an apple", sampler="Euler a", steps=STEPS,
-              cfg_scale=CFG, seed=0, width=SIZE, height=SIZE, batch_size=batch, init_image="ref",
-              strength=STRENGTH, controlnets=(control_unit(catalog, catalog.controlnets[0].id, none.id, "ctl"),))
+    job = Job(
+        model=model_ref(catalog.main_models[0]),
+        prompt="an apple",
+        sampler="Euler a",
+        steps=STEPS,
+        cfg_scale=CFG,
+        seed=0,
+        width=SIZE,
+        height=SIZE,
+        batch_size=batch,
+        init_image="ref",
+        strength=STRENGTH,
+        controlnets=(control_unit(catalog, catalog.controlnets[0].id, none.id, "ctl"),),
+    )
     return lambda: engine.run(job, images)
 
 
@@ -123,8 +150,14 @@ def _time(run, repeats: int) -> float:
 
 def _row(path: str, batch: int, seconds: float, images: int) -> dict:
     per_second = images / seconds
-    return {"path": path, "batch": batch, "seconds": seconds, "images_per_s": per_second,
-            "ms_per_step": 1000 * seconds / STEPS_RUN, "tflops": TFLOP_PER_IMAGE * per_second}
+    return {
+        "path": path,
+        "batch": batch,
+        "seconds": seconds,
+        "images_per_s": per_second,
+        "ms_per_step": 1000 * seconds / STEPS_RUN,
+        "tflops": TFLOP_PER_IMAGE * per_second,
+    }
 
 
 if __name__ == "__main__":

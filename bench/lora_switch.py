@@ -10,6 +10,7 @@ worker (OPENPIK_COMPILE) instead hot-swaps the merge of a request's LoRAs into i
 
 In-process with the engine's ``PipelineCache``; two LoRAs of the same model, alternating.
 """
+
 from __future__ import annotations
 
 import gc
@@ -22,8 +23,9 @@ from models_registry.resolve import lora_ref, model_ref
 
 
 def run(context: Context) -> list[Row]:
-    rows = _measure("tiny", context.tiny_catalog, switches=context.pick(full=10, quick=4),
-                    reloads=context.pick(full=5, quick=2))
+    rows = _measure(
+        "tiny", context.tiny_catalog, switches=context.pick(full=10, quick=4), reloads=context.pick(full=5, quick=2)
+    )
     if context.full_catalog:
         rows += _measure("full-size SD1.5", context.full_catalog, switches=4, reloads=1)
     return rows
@@ -38,8 +40,9 @@ def _switch_times(ref, first, alternating, slots: int, compiled: bool = False) -
 
     gc.collect()  # the previous cache's model goes before this one loads
     options = CompileOptions(backend="eager", mode=None, lora_rank=64) if compiled else None  # nothing runs: no trace
-    cache = PipelineCache(torch.device("cpu"), torch.float32, budget_bytes=16000 * 2**20, lora_slots=slots,
-                          compile_options=options)
+    cache = PipelineCache(
+        torch.device("cpu"), torch.float32, budget_bytes=16000 * 2**20, lora_slots=slots, compile_options=options
+    )
     reload = seconds(lambda: cache.select_loras(cache.model(ref), (first,)))
     loaded = cache.model(ref)
     return reload, [seconds(lambda lo=lora: cache.select_loras(loaded, (lo,))) for lora in alternating]
@@ -64,15 +67,38 @@ def _measure(name: str, catalog_path: Path, switches: int, reloads: int) -> list
     gc.collect()
 
     select, load, reload, swap = median(select_times), median(load_times), median(reload_times), median(swap_times)
-    numbers = {"select_s": select, "load_s": load, "reload_base_s": reload, "compiled_swap_s": swap,
-               "switches": switches, "reloads": len(reload_times)}
+    numbers = {
+        "select_s": select,
+        "load_s": load,
+        "reload_base_s": reload,
+        "compiled_swap_s": swap,
+        "switches": switches,
+        "reloads": len(reload_times),
+    }
     baseline = f"set_adapters {ms(select)}"
     return [
-        Row(benchmark="lora", case=f"{name}: switch to a resident LoRA vs loading it",
-            measured=f"load_lora_weights {ms(load)}", baseline=baseline, ratio=load / select, numbers=numbers),
-        Row(benchmark="lora", case=f"{name}: switch to a resident LoRA vs reloading the base model",
-            measured=f"base model + LoRA load {ms(reload)}", baseline=baseline, ratio=reload / select,
-            numbers=numbers),
-        Row(benchmark="lora", case=f"{name}: compiled slot, hot swap of the merged LoRA vs a resident adapter",
-            measured=f"merge + hot swap {ms(swap)}", baseline=baseline, ratio=swap / select, numbers=numbers),
+        Row(
+            benchmark="lora",
+            case=f"{name}: switch to a resident LoRA vs loading it",
+            measured=f"load_lora_weights {ms(load)}",
+            baseline=baseline,
+            ratio=load / select,
+            numbers=numbers,
+        ),
+        Row(
+            benchmark="lora",
+            case=f"{name}: switch to a resident LoRA vs reloading the base model",
+            measured=f"base model + LoRA load {ms(reload)}",
+            baseline=baseline,
+            ratio=reload / select,
+            numbers=numbers,
+        ),
+        Row(
+            benchmark="lora",
+            case=f"{name}: compiled slot, hot swap of the merged LoRA vs a resident adapter",
+            measured=f"merge + hot swap {ms(swap)}",
+            baseline=baseline,
+            ratio=swap / select,
+            numbers=numbers,
+        ),
     ]

@@ -6,6 +6,7 @@ main models and three LoRAs (all six pairs), go through the gateway one at a tim
 each one the RSS of the worker's pool child (the process holding the models) is read with
 psutil. The least-squares slope is fitted over the second half, once the caches are full.
 """
+
 from __future__ import annotations
 
 import time
@@ -13,11 +14,11 @@ import time
 import numpy as np
 import psutil
 
-from bench.common import REDIS_DB, Context, Row, running_stack
+from bench.common import Context, Row, running_stack
 from openpik.task_records import TaskStore
 from openpik.vocabulary import ENDED_STATUSES, TaskStatus
 from tests.requests import txt2img
-from tests.stack import Gateway, fresh_redis
+from tests.stack import Gateway, RedisDb, fresh_redis
 
 MODELS = (1, 2)
 LORAS = (1, 2, 3)
@@ -37,7 +38,7 @@ def run(context: Context) -> list[Row]:
             rss.append(child.memory_info().rss)
         if worker.child_pids() != [child_pid]:
             raise RuntimeError("the worker replaced its pool child during the benchmark; RSS would restart")
-    fresh_redis(REDIS_DB)
+    fresh_redis(RedisDb.BENCH)
     return [_row(tasks, idle, rss)]
 
 
@@ -59,9 +60,15 @@ def _row(tasks: int, idle: int, rss: list[int]) -> Row:
         benchmark="memory",
         case=f"worker pool child over {tasks} tiny tasks, 2 models x 3 LoRAs alternating",
         measured=f"RSS {rss[0] / mb:.0f} MB after task 1, {rss[-1] / mb:.0f} MB after task {tasks}; "
-                 f"{slope_kb:+.1f} KB/task over tasks {half + 1}-{tasks}",
+        f"{slope_kb:+.1f} KB/task over tasks {half + 1}-{tasks}",
         baseline=f"idle child {idle / mb:.0f} MB",
         ratio=None,
-        numbers={"idle_rss_mb": idle / mb, "first_task_rss_mb": rss[0] / mb, "end_rss_mb": rss[-1] / mb,
-                 "max_rss_mb": max(rss) / mb, "slope_kb_per_task": slope_kb, "tasks": tasks},
+        numbers={
+            "idle_rss_mb": idle / mb,
+            "first_task_rss_mb": rss[0] / mb,
+            "end_rss_mb": rss[-1] / mb,
+            "max_rss_mb": max(rss) / mb,
+            "slope_kb_per_task": slope_kb,
+            "tasks": tasks,
+        },
     )

@@ -9,6 +9,7 @@ Two views, in-process with the engine's own classes: the cache call alone (hit a
 tiny and full size), and whole tiny tasks alternating two models, with a cache that holds
 both against one that holds only one (so every task loads its model).
 """
+
 from __future__ import annotations
 
 import gc
@@ -48,9 +49,14 @@ def _load_against_hit(name: str, catalog_path: Path, repeats: int) -> Row:
         hits += some_hits
         gc.collect()  # this model goes before the next one loads
     load, hit = median(loads), median(hits)
-    return Row(benchmark="models", case=f"{name}: cache.model() of a resident model vs a cold load",
-               measured=f"cold load {ms(load)}", baseline=f"cache hit {ms(hit)}", ratio=load / hit,
-               numbers={"load_s": load, "hit_s": hit, "repeats": repeats})
+    return Row(
+        benchmark="models",
+        case=f"{name}: cache.model() of a resident model vs a cold load",
+        measured=f"cold load {ms(load)}",
+        baseline=f"cache hit {ms(hit)}",
+        ratio=load / hit,
+        numbers={"load_s": load, "hit_s": hit, "repeats": repeats},
+    )
 
 
 def _load_then_hits(ref) -> tuple[float, list[float]]:
@@ -66,8 +72,18 @@ def _alternating_tasks(catalog_path: Path, switches: int) -> Row:
     from worker.engine import Engine
 
     catalog = load_catalog(catalog_path)
-    jobs = [Job(model=model_ref(m), vae=default_vae_ref(catalog, m), prompt="an apple", steps=TASK_STEPS, seed=1,
-                width=64, height=64) for m in (catalog.main_model(1), catalog.main_model(2))]
+    jobs = [
+        Job(
+            model=model_ref(m),
+            vae=default_vae_ref(catalog, m),
+            prompt="an apple",
+            steps=TASK_STEPS,
+            seed=1,
+            width=64,
+            height=64,
+        )
+        for m in (catalog.main_model(1), catalog.main_model(2))
+    ]
     warm_engine = Engine(Settings(device="cpu", pipeline_cache_mb=16000))
     cold_engine = Engine(Settings(device="cpu", pipeline_cache_mb=0))
     for job in jobs:
@@ -77,6 +93,11 @@ def _alternating_tasks(catalog_path: Path, switches: int) -> Row:
         warm_times.append(seconds(lambda j=job: warm_engine.run(j, {})))
         cold_times.append(seconds(lambda j=job: cold_engine.run(j, {})))
     cold, warm = median(cold_times), median(warm_times)
-    return Row(benchmark="models", case=f"tiny: tasks alternating 2 models, 64x64, {TASK_STEPS} steps",
-               measured=f"task with a load {ms(cold)}", baseline=f"task on a resident model {ms(warm)}",
-               ratio=cold / warm, numbers={"task_cold_s": cold, "task_warm_s": warm, "switches": 2 * switches})
+    return Row(
+        benchmark="models",
+        case=f"tiny: tasks alternating 2 models, 64x64, {TASK_STEPS} steps",
+        measured=f"task with a load {ms(cold)}",
+        baseline=f"task on a resident model {ms(warm)}",
+        ratio=cold / warm,
+        numbers={"task_cold_s": cold, "task_warm_s": warm, "switches": 2 * switches},
+    )

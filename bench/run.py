@@ -7,6 +7,7 @@
 Needs Redis on 127.0.0.1:6379 and uses only its database 9 (flushed). The tiny models are
 the ones `make run` uses (var/tiny, built when missing); results go to var/bench.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,13 +37,16 @@ USE_FULL_SIZE = {"stack", "models", "lora"}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
+    parser = argparse.ArgumentParser(
+        prog="bench/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}"
+    )
     parser.add_argument("--quick", action="store_true", help="few repetitions and no full-size models")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads in this process and in the worker it starts (default 1)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads in this process and in the worker it starts (default 1)"
+    )
     args = parser.parse_args(argv)
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:
@@ -54,8 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     from bench.common import VAR, Context
 
     started, load_before = time.monotonic(), os.getloadavg()[0]
-    context = Context(tiny_catalog=_tiny_catalog(), full_catalog=_full_catalog(names, args.quick),
-                      work=VAR / "work", quick=args.quick)
+    context = Context(
+        tiny_catalog=_tiny_catalog(), full_catalog=_full_catalog(names, args.quick), work=VAR / "work", quick=args.quick
+    )
     shutil.rmtree(context.work, ignore_errors=True)
     rows = []
     for name in names:
@@ -67,9 +72,18 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(table(rows))
     results = VAR / "results.json"
-    results.write_text(json.dumps({"machine": _machine(), "quick": args.quick, "total_s": round(total, 1),
-                                   "load_average": [load_before, os.getloadavg()[0]],
-                                   "rows": [asdict(row) for row in rows]}, indent=2))
+    results.write_text(
+        json.dumps(
+            {
+                "machine": _machine(),
+                "quick": args.quick,
+                "total_s": round(total, 1),
+                "load_average": [load_before, os.getloadavg()[0]],
+                "rows": [asdict(row) for row in rows],
+            },
+            indent=2,
+        )
+    )
     print(f"\n{len(rows)} results in {total / 60:.1f} min, written to {results}")
 
 
@@ -133,9 +147,14 @@ def _ratio(value: float | None) -> str:
 def _machine() -> dict:
     import torch
 
-    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-            "python": platform.python_version(), "torch": torch.__version__}
+    return {
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
 
 
 if __name__ == "__main__":

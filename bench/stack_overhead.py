@@ -14,6 +14,7 @@ milliseconds would take CPU from the worker and measure the poller. The record's
 CPU times (psutil for the stack's processes, getrusage for the direct call) tell a worker
 that did more work from one that waited for a core; both images are compared pixel by pixel.
 """
+
 from __future__ import annotations
 
 import base64
@@ -67,8 +68,9 @@ def _measure(case: Case, work: Path) -> Row:
     direct = DirectPipeline(case.catalog, Image.open(io.BytesIO(base64.b64decode(control_png))))
     with running_stack(case.catalog, work, "bench") as (gateway, worker, store):
         (child,) = worker.child_pids()
-        processes = StackProcesses(psutil.Process(child), (psutil.Process(gateway.process.pid),
-                                                           psutil.Process(worker.process.pid)))
+        processes = StackProcesses(
+            psutil.Process(child), (psutil.Process(gateway.process.pid), psutil.Process(worker.process.pid))
+        )
         with httpx.Client(base_url=gateway.url, timeout=600) as client:
             # One-step warm-ups: the worker loads its model, both sides create their kernels.
             _through_stack(client, store, _request(case, control_png, steps=1), processes)
@@ -88,9 +90,20 @@ def _measure(case: Case, work: Path) -> Row:
 
 def _request(case: Case, control_png: str, steps: int) -> dict:
     unit = custom_unit(ControlNetImg=control_png, ModelId=CONTROLNET_ID, PreProcessorId="none")
-    return signed(txt2img(MainModelId=MODEL_ID, Width=case.size, Height=case.size, Steps=steps, Seed=SEED,
-                          CfgScale=CFG_SCALE, Sampler="Euler a", PositivePrompts=[PROMPT], EnableControlNet=True,
-                          ControlNetParams=[unit]))
+    return signed(
+        txt2img(
+            MainModelId=MODEL_ID,
+            Width=case.size,
+            Height=case.size,
+            Steps=steps,
+            Seed=SEED,
+            CfgScale=CFG_SCALE,
+            Sampler="Euler a",
+            PositivePrompts=[PROMPT],
+            EnableControlNet=True,
+            ControlNetParams=[unit],
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -136,8 +149,14 @@ def _through_stack(client: httpx.Client, store: TaskStore, body: dict, processes
     if detail["TaskStatus"] == "Error":
         raise RuntimeError(f"the benchmark task failed: {detail['TaskErrorMsg']}")
     worker_cpu, worker_system, others_cpu = (a - b for a, b in zip(processes.cpu_seconds(), before))
-    return StackRun(started=started, seen=seen, record=store.get(task), worker_cpu=worker_cpu,
-                    worker_system=worker_system, others_cpu=others_cpu)
+    return StackRun(
+        started=started,
+        seen=seen,
+        record=store.get(task),
+        worker_cpu=worker_cpu,
+        worker_system=worker_system,
+        others_cpu=others_cpu,
+    )
 
 
 def _detail(client: httpx.Client, task: str) -> dict:
@@ -162,15 +181,23 @@ def _row(case: Case, stack_runs: list[StackRun], direct_runs: list[DirectRun], d
         measured=f"stack {ms(total)} (accept {ms(accept)}, queue {ms(queue)}, worker {ms(in_worker)})",
         baseline=f"diffusers call {ms(direct)}",
         ratio=total / direct,
-        numbers={"stack_s": total, "direct_s": direct, "accept_s": accept, "queue_s": queue, "worker_s": in_worker,
-                 "client_seen_s": median([r.seen - r.started for r in stack_runs]),
-                 "worker_over_direct": in_worker / direct, "max_pixel_difference": difference,
-                 "worker_cpu_s": median([r.worker_cpu for r in stack_runs]),
-                 "worker_system_s": median([r.worker_system for r in stack_runs]),
-                 "direct_cpu_s": median([r.cpu for r in direct_runs]),
-                 "direct_system_s": median([r.system for r in direct_runs]),
-                 "gateway_and_celery_main_cpu_s": median([r.others_cpu for r in stack_runs]),
-                 "stack_runs_s": [r.total for r in stack_runs], "direct_runs_s": [r.wall for r in direct_runs]},
+        numbers={
+            "stack_s": total,
+            "direct_s": direct,
+            "accept_s": accept,
+            "queue_s": queue,
+            "worker_s": in_worker,
+            "client_seen_s": median([r.seen - r.started for r in stack_runs]),
+            "worker_over_direct": in_worker / direct,
+            "max_pixel_difference": difference,
+            "worker_cpu_s": median([r.worker_cpu for r in stack_runs]),
+            "worker_system_s": median([r.worker_system for r in stack_runs]),
+            "direct_cpu_s": median([r.cpu for r in direct_runs]),
+            "direct_system_s": median([r.system for r in direct_runs]),
+            "gateway_and_celery_main_cpu_s": median([r.others_cpu for r in stack_runs]),
+            "stack_runs_s": [r.total for r in stack_runs],
+            "direct_runs_s": [r.wall for r in direct_runs],
+        },
     )
 
 
@@ -203,7 +230,8 @@ class DirectPipeline:
         vae = {"vae": AutoencoderKL.from_pretrained(catalog.vae(model.vae).path, **options)} if model.vae else {}
         controlnet = ControlNetModel.from_pretrained(catalog.controlnet(CONTROLNET_ID).path, **options)
         self.pipe = StableDiffusionControlNetPipeline.from_pretrained(
-            model.path, controlnet=controlnet, safety_checker=None, requires_safety_checker=False, **vae, **options)
+            model.path, controlnet=controlnet, safety_checker=None, requires_safety_checker=False, **vae, **options
+        )
         self.pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(self.pipe.scheduler.config)
         self.pipe.set_progress_bar_config(disable=True)
         self.control = control.convert("RGB")
@@ -213,11 +241,19 @@ class DirectPipeline:
         image = self.generate(size, steps)
         after = resource.getrusage(resource.RUSAGE_SELF)
         system = after.ru_stime - before.ru_stime
-        return image, DirectRun(wall=time.perf_counter() - wall, cpu=after.ru_utime - before.ru_utime + system,
-                                system=system)
+        return image, DirectRun(
+            wall=time.perf_counter() - wall, cpu=after.ru_utime - before.ru_utime + system, system=system
+        )
 
     def generate(self, size: int, steps: int) -> Image.Image:
         import torch
 
-        return self.pipe(PROMPT, image=self.control, num_inference_steps=steps, guidance_scale=CFG_SCALE,
-                         width=size, height=size, generator=torch.Generator("cpu").manual_seed(SEED)).images[0]
+        return self.pipe(
+            PROMPT,
+            image=self.control,
+            num_inference_steps=steps,
+            guidance_scale=CFG_SCALE,
+            width=size,
+            height=size,
+            generator=torch.Generator("cpu").manual_seed(SEED),
+        ).images[0]

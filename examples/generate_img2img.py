@@ -4,6 +4,7 @@
 
 Uses openpik.client (signing, polling, downloads); see its docstring for the API.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,11 +41,21 @@ def main() -> None:
     with OpenPikClient(args.url, args.public_key, args.private_key) as client:
         try:
             task = client.submit(
-                MainModelId=1, SubModelIds=[1], SubModelParams=[{"SubModelId": 1, "ControlWeight": 0.8}],
-                BatchSize=2, Steps=20, CfgScale=7.5, Width=args.size, Height=args.size,
-                PositivePrompts=["an apple"], NegativePrompts=["blurry"], ReferenceImage=image, ReferenceScale=0.4,
-                EnableControlNet=True, ControlNetParams=[{"ControlPreSetId": 1, "ControlWeight": 1.0,
-                                                          "ControlNetImg": image}])
+                MainModelId=1,
+                SubModelIds=[1],
+                SubModelParams=[{"SubModelId": 1, "ControlWeight": 0.8}],
+                BatchSize=2,
+                Steps=20,
+                CfgScale=7.5,
+                Width=args.size,
+                Height=args.size,
+                PositivePrompts=["an apple"],
+                NegativePrompts=["blurry"],
+                ReferenceImage=image,
+                ReferenceScale=0.4,
+                EnableControlNet=True,
+                ControlNetParams=[{"ControlPreSetId": 1, "ControlWeight": 1.0, "ControlNetImg": image}],
+            )
             print(f"TaskUID {task}")
             detail = client.wait(task, on_progress=show_progress)
             print()

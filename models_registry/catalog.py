@@ -3,11 +3,12 @@
 Loaded from one YAML file (``OPENPIK_CATALOG``). Relative paths are relative to that
 file. Errors name the file, the entry and the field.
 """
+
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -121,8 +122,10 @@ class Preprocessor(_Entry):
         takes = vocab.DETECTOR_PARAMS[self.detector]
         for i, param in enumerate(self.params):
             if param.name not in takes:
-                raise ValueError(f"params[{i}].name: detector {self.detector!r} has no parameter {param.name!r} "
-                                 f"(it takes: {', '.join(takes) or 'none'})")
+                raise ValueError(
+                    f"params[{i}].name: detector {self.detector!r} has no parameter {param.name!r} "
+                    f"(it takes: {', '.join(takes) or 'none'})"
+                )
         return self
 
 
@@ -203,12 +206,15 @@ class Catalog(_Entry):
 def _check_preset_params(where: str, preset: Preset, preprocessor: Preprocessor) -> None:
     """A preset's params are its preprocessor's, in order, within their ranges."""
     if len(preset.params) > len(preprocessor.params):
-        raise ValueError(f"{where}.params: {len(preset.params)} values, but preprocessor {preprocessor.id} takes "
-                         f"{len(preprocessor.params)}")
+        raise ValueError(
+            f"{where}.params: {len(preset.params)} values, but preprocessor {preprocessor.id} takes "
+            f"{len(preprocessor.params)}"
+        )
     for i, (value, spec) in enumerate(zip(preset.params, preprocessor.params)):
         if not spec.min <= value <= spec.max:
-            raise ValueError(f"{where}.params[{i}]: {spec.name} must be within [{spec.min:g}, {spec.max:g}]; "
-                             f"got {value:g}")
+            raise ValueError(
+                f"{where}.params[{i}]: {spec.name} must be within [{spec.min:g}, {spec.max:g}]; got {value:g}"
+            )
 
 
 def _require_unique(kind: str, entries: list[BaseModel], field: str) -> None:
@@ -241,7 +247,7 @@ def load_catalog(path: str | Path) -> Catalog:
     return _absolute(catalog, path.resolve().parent)
 
 
-def _describe(exc: ValidationError, raw: dict) -> str:
+def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
     """Each problem as 'entry.field (entry id N): rule'; a validator's own message may name
     the field first ('detector: unknown detector'), which joins the location."""
     problems = []
@@ -256,8 +262,8 @@ def _describe(exc: ValidationError, raw: dict) -> str:
     return "; ".join(problems) if problems else str(exc)
 
 
-def _entry_label(raw: dict, loc: tuple) -> str:
-    if len(loc) >= 2 and isinstance(loc[1], int):
+def _entry_label(raw: dict[str, Any], loc: tuple[int | str, ...]) -> str:
+    if len(loc) >= 2 and isinstance(loc[0], str) and isinstance(loc[1], int):
         try:
             entry = raw[loc[0]][loc[1]]
         except (KeyError, IndexError, TypeError):

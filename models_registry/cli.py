@@ -1,4 +1,5 @@
 """`openpik-models`: the operator's command line for the catalog."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("check", help="every file the catalog points to exists and opens")
     tiny = commands.add_parser("make-tiny", help="write tiny random-weight models and their catalog")
     tiny.add_argument("dir", type=Path)
-    add = commands.add_parser("add", help="import a local diffusers folder, single-file checkpoint, LoRA, "
-                                          "ControlNet or VAE into the catalog with a new id")
+    add = commands.add_parser(
+        "add",
+        help="import a local diffusers folder, single-file checkpoint, LoRA, "
+        "ControlNet or VAE into the catalog with a new id",
+    )
     add.add_argument("path", type=Path)
     add.add_argument("--kind", choices=["auto", *KINDS], default="auto")
     add.add_argument("--name")
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     return {"list": _list, "check": _check}[args.command](catalog)
 
 
-def _import(args, catalog_file: Path) -> int:
+def _import(args: argparse.Namespace, catalog_file: Path) -> int:
     try:
         if args.command == "pull":
             path = pull(args.repo_id, args.dir / args.repo_id.split("/")[-1], args.revision)
@@ -58,8 +62,9 @@ def _import(args, catalog_file: Path) -> int:
                 return 0
             entry = add_to_catalog(catalog_file, path)
         else:
-            entry = add_to_catalog(catalog_file, args.path, args.kind, args.name, args.code,
-                                   group=args.group, owner=args.owner)
+            entry = add_to_catalog(
+                catalog_file, args.path, args.kind, args.name, args.code, group=args.group, owner=args.owner
+            )
     except ModelImportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -72,7 +77,8 @@ def _list(catalog: Catalog) -> int:
         for entry in getattr(catalog, kind):
             print(f"{kind:14} {entry.id:4}  {entry.model_code:28} {getattr(entry, 'name', '')}")
     for preset in catalog.presets:
-        print(f"{'presets':14} {preset.id:4}  controlnet {preset.controlnet}, preprocessor {preset.preprocessor}  {preset.name}")
+        uses = f"controlnet {preset.controlnet}, preprocessor {preset.preprocessor}"
+        print(f"{'presets':14} {preset.id:4}  {uses}  {preset.name}")
     return 0
 
 
@@ -92,8 +98,9 @@ def _problem(path: Path) -> str:
     try:
         if path.suffix == ".safetensors":
             safetensors_keys(path)
-        elif path.is_dir() and not any((path / name).is_file() for name in ("model_index.json", "config.json",
-                                                                            "source.spm")):
+        elif path.is_dir() and not any(
+            (path / name).is_file() for name in ("model_index.json", "config.json", "source.spm")
+        ):
             return "not a model folder (no model_index.json or config.json)"
     except (OSError, ValueError, struct.error) as exc:
         return f"unreadable ({type(exc).__name__})"

@@ -3,12 +3,14 @@
 The catalog is edited round-trip (ruamel.yaml) so the operator's comments and layout stay;
 the result is validated with the same loader the servers use before it replaces the file.
 """
+
 from __future__ import annotations
 
 import json
 import re
 import struct
 from pathlib import Path
+from typing import Any
 
 from ruamel.yaml import YAML
 
@@ -20,9 +22,12 @@ FOLDER_CLASSES = {"StableDiffusionPipeline": "main", "ControlNetModel": "control
 # Single .safetensors file -> kind, by a key prefix or marker it contains (first match wins).
 FILE_MARKERS = (
     ("model.diffusion_model.", "main"),
-    ("lora_down", "lora"), ("lora_A", "lora"), ("lora_unet_", "lora"),
+    ("lora_down", "lora"),
+    ("lora_A", "lora"),
+    ("lora_unet_", "lora"),
     ("control_model.", "controlnet"),
-    ("decoder.up.", "vae"), ("encoder.down.", "vae"),
+    ("decoder.up.", "vae"),
+    ("encoder.down.", "vae"),
 )
 DEFAULT_MAIN_PARAMS = {"steps": 20, "sampler": "Euler a", "cfg_scale": 7.0, "clip_skip": 1, "width": 512, "height": 512}
 
@@ -45,7 +50,9 @@ def detect_kind(path: Path) -> str:
     for marker, kind in FILE_MARKERS:
         if any(marker in key for key in keys):
             if kind == "controlnet":
-                raise ModelImportError(f"{path}: single-file ControlNets are not served; convert it to a diffusers folder")
+                raise ModelImportError(
+                    f"{path}: single-file ControlNets are not served; convert it to a diffusers folder"
+                )
             return kind
     raise ModelImportError(f"{path}: no Stable Diffusion, LoRA or VAE weights recognised")
 
@@ -58,8 +65,9 @@ def safetensors_keys(path: Path) -> list[str]:
     return [key for key in header if key != "__metadata__"]
 
 
-def add_to_catalog(catalog_file: Path, path: Path, kind: str = "auto", name: str | None = None,
-                   code: str | None = None, **extra) -> dict:
+def add_to_catalog(
+    catalog_file: Path, path: Path, kind: str = "auto", name: str | None = None, code: str | None = None, **extra: Any
+) -> dict[str, Any]:
     """Append ``path`` as a new entry of its kind with the next free id; returns the entry."""
     path = path.resolve()
     if not path.exists():
@@ -88,10 +96,14 @@ def pull(repo_id: str, target: Path, revision: str | None = None) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     try:
-        return Path(snapshot_download(
-            repo_id, revision=revision, local_dir=target,
-            allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model", "*.spm"],
-        ))
+        return Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                local_dir=target,
+                allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model", "*.spm"],
+            )
+        )
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, OSError) as exc:
         raise ModelImportError(
             f"cannot download {repo_id!r} from the Hugging Face hub ({type(exc).__name__}): this machine may be "
@@ -99,7 +111,7 @@ def pull(repo_id: str, target: Path, revision: str | None = None) -> Path:
         ) from None
 
 
-def _write_validated(catalog_file: Path, yaml: YAML, document) -> None:
+def _write_validated(catalog_file: Path, yaml: YAML, document: Any) -> None:
     candidate = catalog_file.with_name(catalog_file.name + ".new")
     with candidate.open("w") as out:
         yaml.dump(document, out)
@@ -115,7 +127,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "model"
 
 
-def _unique_code(code: str, entries) -> str:
+def _unique_code(code: str, entries: list[dict[str, Any]]) -> str:
     taken = {e["model_code"] for e in entries}
     candidate, n = code, 2
     while candidate in taken:

@@ -10,6 +10,7 @@ LDM module paths, built from the component configs so any number of levels and l
 block works; a weight key is renamed by its longest module path found in the table, and a
 key with no entry is an error rather than silently dropped.
 """
+
 from __future__ import annotations
 
 import json

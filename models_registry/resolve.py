@@ -1,8 +1,13 @@
 """Catalog entries -> the resolved file references a Job carries."""
+
 from __future__ import annotations
+
+from typing import Any, TypeVar
 
 from models_registry.catalog import VENDORED_SD15_CONFIG, Catalog, Lora, MainModel
 from openpik.job import ControlUnit, LoraRef, ModelRef, VaeRef
+
+Entry = TypeVar("Entry")
 
 
 def model_ref(model: MainModel) -> ModelRef:
@@ -24,21 +29,48 @@ def lora_ref(lora: Lora, weight: float | None = None) -> LoraRef:
 
 def preset_unit(catalog: Catalog, preset_id: int, image: str, weight: float) -> ControlUnit:
     """A PICPIK preset (ControlPreSetId 1..4): the catalog fixes all but image and weight."""
-    preset = catalog.preset(preset_id)
-    preprocessor = catalog.preprocessor(preset.preprocessor)
+    preset = _require(catalog.preset(preset_id), "preset", preset_id)
+    preprocessor = _require(catalog.preprocessor(preset.preprocessor), "preprocessor", preset.preprocessor)
     return control_unit(
-        catalog, preset.controlnet, preprocessor.id, image, weight=weight, params=preset.params or None,
-        detect_resolution=preset.resolution, start=preset.start, end=preset.end, mode=preset.mode,
+        catalog,
+        preset.controlnet,
+        preprocessor.id,
+        image,
+        weight=weight,
+        params=preset.params or None,
+        detect_resolution=preset.resolution,
+        start=preset.start,
+        end=preset.end,
+        mode=preset.mode,
         resize_mode=preset.resize_mode,
     )
 
 
-def control_unit(catalog: Catalog, controlnet_id: int, preprocessor_id: int, image: str,
-                 params: list[float] | None = None, **fields) -> ControlUnit:
+def control_unit(
+    catalog: Catalog,
+    controlnet_id: int,
+    preprocessor_id: int,
+    image: str,
+    params: list[float] | None = None,
+    **fields: Any,
+) -> ControlUnit:
     """A ControlNet unit; ``params`` are the preprocessor's Param1Value/Param2Value in order."""
-    controlnet = catalog.controlnet(controlnet_id)
-    preprocessor = catalog.preprocessor(preprocessor_id)
+    controlnet = _require(catalog.controlnet(controlnet_id), "ControlNet", controlnet_id)
+    preprocessor = _require(catalog.preprocessor(preprocessor_id), "preprocessor", preprocessor_id)
     values = params if params is not None else [p.default for p in preprocessor.params]
     named = {spec.name: value for spec, value in zip(preprocessor.params, values)}
-    return ControlUnit(controlnet_id=controlnet.id, path=str(controlnet.path), image=image,
-                       preprocessor=preprocessor.detector, preprocessor_params=named, **fields)
+    return ControlUnit(
+        controlnet_id=controlnet.id,
+        path=str(controlnet.path),
+        image=image,
+        preprocessor=preprocessor.detector,
+        preprocessor_params=named,
+        **fields,
+    )
+
+
+def _require(entry: Entry | None, kind: str, entry_id: int) -> Entry:
+    """Callers check ids against the catalog first (with the client's field named): a miss here is ours."""
+    if entry is None:
+        raise LookupError(f"no {kind} with id {entry_id} in the catalog")
+    return entry

@@ -6,6 +6,7 @@ Everything is seeded, so two builds give the same weights. Models are always bui
 the installed library versions (a text encoder saved by another transformers version can
 load silently random), never committed.
 """
+
 from __future__ import annotations
 
 import json
@@ -87,16 +88,35 @@ def _write_single_file_twin(diffusers_dir: Path, out_file: Path) -> None:
 
 def tiny_catalog_dict(default: Catalog) -> dict:
     """The tiny catalog: the default catalog's ids, presets and preprocessors, tiny files."""
-    defaults = {"steps": 20, "sampler": "Euler a", "cfg_scale": 7.0, "clip_skip": 1, "width": TINY_SIZE, "height": TINY_SIZE}
+    defaults = {
+        "steps": 20,
+        "sampler": "Euler a",
+        "cfg_scale": 7.0,
+        "clip_skip": 1,
+        "width": TINY_SIZE,
+        "height": TINY_SIZE,
+    }
     main_models = [
-        {"id": model_id, "model_code": code, "name": f"Tiny SD1.5 {code[-1].upper()}", "path": f"main/{code}",
-         "defaults": defaults} | ({"vae": vae} if vae else {})
+        {
+            "id": model_id,
+            "model_code": code,
+            "name": f"Tiny SD1.5 {code[-1].upper()}",
+            "path": f"main/{code}",
+            "defaults": defaults,
+        }
+        | ({"vae": vae} if vae else {})
         for model_id, code, _, vae in TINY_MAIN_MODELS
     ]
-    main_models.append({
-        "id": SINGLE_FILE_ID, "model_code": "tiny-sd15-a-single-file", "name": "Tiny SD1.5 A (single file)",
-        "path": "main/tiny-sd15-a.safetensors", "config": "main/tiny-sd15-config", "defaults": defaults,
-    })
+    main_models.append(
+        {
+            "id": SINGLE_FILE_ID,
+            "model_code": "tiny-sd15-a-single-file",
+            "name": "Tiny SD1.5 A (single file)",
+            "path": "main/tiny-sd15-a.safetensors",
+            "config": "main/tiny-sd15-config",
+            "defaults": defaults,
+        }
+    )
     return {
         "version": 1,
         "annotators_dir": "annotators",
@@ -104,8 +124,13 @@ def tiny_catalog_dict(default: Catalog) -> dict:
         "main_models": main_models,
         "vaes": [{"id": 1, "model_code": "tiny-vae", "name": "Tiny VAE", "path": "vae/tiny-vae"}],
         "loras": [
-            {"id": lora_id, "model_code": code, "name": code, "path": f"lora/{code}.safetensors",
-             "trigger_words": [code.removeprefix("tiny-lora-")]}
+            {
+                "id": lora_id,
+                "model_code": code,
+                "name": code,
+                "path": f"lora/{code}.safetensors",
+                "trigger_words": [code.removeprefix("tiny-lora-")],
+            }
             for lora_id, code, _, _ in TINY_LORAS
         ],
         "controlnets": [
@@ -265,8 +290,11 @@ def build_controlnet(base_dir: Path, out_dir: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     controlnet = ControlNetModel.from_unet(unet)
     with torch.no_grad():
-        for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block,
-                     controlnet.controlnet_cond_embedding.conv_out]:
+        for conv in [
+            *controlnet.controlnet_down_blocks,
+            controlnet.controlnet_mid_block,
+            controlnet.controlnet_cond_embedding.conv_out,
+        ]:
             conv.weight.normal_(0, CONTROLNET_ZERO_CONV_STD)
             conv.bias.normal_(0, CONTROLNET_ZERO_CONV_STD)
         embedding = controlnet.controlnet_cond_embedding
@@ -303,8 +331,11 @@ def _lora_keys(layout: str, component: str, module_name: str, down, up) -> dict:
         return {f"{component}.{module_name}.lora_A.weight": down, f"{component}.{module_name}.lora_B.weight": up}
     prefix = {"unet": "lora_unet", "text_encoder": "lora_te"}[component]
     key = f"{prefix}_{module_name.replace('.', '_')}"
-    return {f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up * (LORA_RANK / KOHYA_ALPHA),
-            f"{key}.alpha": torch.tensor(KOHYA_ALPHA)}
+    return {
+        f"{key}.lora_down.weight": down,
+        f"{key}.lora_up.weight": up * (LORA_RANK / KOHYA_ALPHA),
+        f"{key}.alpha": torch.tensor(KOHYA_ALPHA),
+    }
 
 
 def _lora_target_modules(base_dir: Path, targets: tuple[str, ...]):

@@ -8,6 +8,7 @@ builds give identical files. Floating-point tensors are stored as float16: the l
 ``load_state_dict`` casts them back into their float32 parameters, and the files are half
 the size (about 1.9 GB instead of 3.8 GB; ZoeDepth's BEiT-L alone is 0.7 GB).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -145,8 +146,10 @@ def _half(state: dict) -> dict:
     import torch
 
     return {
-        key: _half(value) if isinstance(value, dict)
-        else value.half() if isinstance(value, torch.Tensor) and value.is_floating_point()
+        key: _half(value)
+        if isinstance(value, dict)
+        else value.half()
+        if isinstance(value, torch.Tensor) and value.is_floating_point()
         else value
         for key, value in state.items()
     }

@@ -6,6 +6,7 @@
 Needs httpx (`pip install 'openpik[client]'`) but neither the gateway nor torch: signing
 comes from openpik.signing, the same code the gateway verifies with.
 """
+
 from __future__ import annotations
 
 import base64
@@ -13,6 +14,7 @@ import io
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Self
 
 import httpx
@@ -26,8 +28,13 @@ ProgressCallback = Callable[[str, int], None]
 # Fields GenerateImg2Img/GenerateTxt2Img require but for which one value suits most calls,
 # so a caller names only what matters (model, prompts, size, steps). Any of them can be passed.
 LEGACY_DEFAULTS: dict[str, Any] = {
-    "ModelType": "combined_model", "BatchSize": 1, "CfgScale": 7.0, "Seed": -1, "Sampler": "Euler a",
-    "ClipSkip": 1, "TranslatePrompt": False,
+    "ModelType": "combined_model",
+    "BatchSize": 1,
+    "CfgScale": 7.0,
+    "Seed": -1,
+    "Sampler": "Euler a",
+    "ClipSkip": 1,
+    "TranslatePrompt": False,
 }
 LEGACY_ACTIONS = ("GenerateImg2Img", "GenerateTxt2Img")
 
@@ -48,8 +55,14 @@ class TaskFailed(PicpikError):
 class OpenPikClient:
     """One API key against one endpoint; reuses its HTTP connection (use it as a context manager)."""
 
-    def __init__(self, base_url: str, public_key: str, private_key: str, timeout: float = 60.0,
-                 transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        public_key: str,
+        private_key: str,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
         """``transport``: httpx's, e.g. ``httpx.HTTPTransport(retries=3)`` to retry failed connections."""
         self.public_key = public_key
         self._private_key = private_key
@@ -58,13 +71,13 @@ class OpenPikClient:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.close()
 
     def close(self) -> None:
         self._http.close()
 
-    def call(self, action: str, **fields: Any) -> dict:
+    def call(self, action: str, **fields: Any) -> dict[str, Any]:
         """One signed action; the response body, or PicpikError when RetCode is not 0."""
         body = {"Action": action, "PublicKey": self.public_key, **fields}
         body[SIGNATURE_FIELD] = sign(body, self._private_key)
@@ -82,10 +95,12 @@ class OpenPikClient:
         action = fields.pop("Action", "GenerateImg2Img" if fields.get("ReferenceImage") else "GenerateTxt2Img")
         if action in LEGACY_ACTIONS:
             fields = LEGACY_DEFAULTS | fields
-        return self.call(action, **fields)["TaskUID"]
+        task_uid: str = self.call(action, **fields)["TaskUID"]
+        return task_uid
 
-    def wait(self, task_uid: str, on_progress: ProgressCallback | None = None, poll_s: float = 0.5,
-             timeout_s: float = 600) -> dict:
+    def wait(
+        self, task_uid: str, on_progress: ProgressCallback | None = None, poll_s: float = 0.5, timeout_s: float = 600
+    ) -> dict[str, Any]:
         """Poll GetGenerateTaskDetail until Finished or Error and return that detail.
 
         ``on_progress(status, percent)`` is called whenever either changes; TimeoutError past
@@ -105,7 +120,7 @@ class OpenPikClient:
                 raise TimeoutError(f"task {task_uid} still {detail['TaskStatus']} after {timeout_s} s")
             time.sleep(poll_s)
 
-    def download(self, detail: dict, out_dir: str | Path) -> list[Path]:
+    def download(self, detail: dict[str, Any], out_dir: str | Path) -> list[Path]:
         """Save a Finished task's images as ``<TaskUID>-<n>.png``; TaskFailed for an Error task."""
         if detail["TaskStatus"] == TaskStatus.ERROR:
             raise TaskFailed(detail["TaskErrorCode"], detail["TaskErrorMsg"])
@@ -120,8 +135,14 @@ class OpenPikClient:
             paths.append(path)
         return paths
 
-    def generate(self, out_dir: str | Path, on_progress: ProgressCallback | None = None, poll_s: float = 0.5,
-                 timeout_s: float = 600, **fields: Any) -> list[Path]:
+    def generate(
+        self,
+        out_dir: str | Path,
+        on_progress: ProgressCallback | None = None,
+        poll_s: float = 0.5,
+        timeout_s: float = 600,
+        **fields: Any,
+    ) -> list[Path]:
         """submit + wait + download: the saved image paths."""
         task_uid = self.submit(**fields)
         return self.download(self.wait(task_uid, on_progress, poll_s, timeout_s), out_dir)
@@ -138,7 +159,7 @@ def image_to_base64(image: str | Path | Image.Image) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _envelope(response: httpx.Response) -> dict:
+def _envelope(response: httpx.Response) -> dict[str, Any]:
     """The JSON envelope, whatever the HTTP status (errors carry one too); HTTPStatusError otherwise."""
     try:
         answer = response.json()

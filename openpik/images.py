@@ -1,4 +1,5 @@
 """The image formats OpenPik accepts from clients, and re-opening stored inputs (worker side)."""
+
 from __future__ import annotations
 
 import io

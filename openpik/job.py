@@ -4,6 +4,7 @@ Light on purpose (pydantic only): the gateway imports it, and it must never pull
 Every model reference is already resolved against the catalog, so a worker needs no
 catalog lookup to run a Job; images travel beside the Job (see ``ImageKey``), never in it.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -23,14 +24,14 @@ from openpik.vocabulary import (
     ClipSkip,
     ControlMode,
     ControlWeight,
+    Fraction,
     LoraWeight,
     ResizeMode,
     Seed,
     Steps,
-    Fraction,
 )
 
-JOB_VERSION = 1
+JOB_VERSION: Literal[1] = 1
 
 ImageKey = str
 """Name of an input image stored beside the Job (in Redis for queued Jobs)."""

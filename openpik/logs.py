@@ -3,6 +3,7 @@
 Used by the gateway (one line per request) and the worker (one line per task state change).
 Only OpenPik's own loggers are configured; Celery's and uvicorn's logs keep their formats.
 """
+
 from __future__ import annotations
 
 import json

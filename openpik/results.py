@@ -1,14 +1,16 @@
 """Where result images live: a folder (a shared volume in a cluster) or S3-compatible storage.
 
 Workers write, the gateway serves (GET /results/{TaskUID}/{n}.png), both through this one
-interface and the names of openpik.routing, so a client's URL works whichever store the operator chose. Results older than
-OPENPIK_RESULT_TTL_S are deleted.
+interface and the names of openpik.routing, so a client's URL works whichever store the
+operator chose. Results older than OPENPIK_RESULT_TTL_S are deleted.
 """
+
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 from openpik.settings import Settings
 
@@ -54,7 +56,7 @@ class FileResultStore(ResultStore):
 
 
 class S3ResultStore(ResultStore):
-    def __init__(self, bucket: str, prefix: str = "", **client_options):
+    def __init__(self, bucket: str, prefix: str = "", **client_options: Any):
         import boto3
 
         self.bucket = bucket
@@ -66,7 +68,8 @@ class S3ResultStore(ResultStore):
 
     def get(self, name: str) -> bytes | None:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self.prefix + name)["Body"].read()
+            data: bytes = self.client.get_object(Bucket=self.bucket, Key=self.prefix + name)["Body"].read()
+            return data
         except self.client.exceptions.NoSuchKey:
             return None
 
@@ -86,8 +89,11 @@ class S3ResultStore(ResultStore):
 def result_store_from_settings(settings: Settings) -> ResultStore:
     if settings.result_store == "s3":
         return S3ResultStore(
-            settings.s3_bucket, settings.s3_prefix, endpoint_url=settings.s3_endpoint_url,
-            aws_access_key_id=settings.s3_access_key_id, aws_secret_access_key=settings.s3_secret_access_key,
+            settings.s3_bucket,
+            settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            aws_access_key_id=settings.s3_access_key_id,
+            aws_secret_access_key=settings.s3_secret_access_key,
             region_name=settings.s3_region,
         )
     return FileResultStore(settings.results_dir)

@@ -1,4 +1,5 @@
 """The one source of configuration: environment variables prefixed OPENPIK_."""
+
 from __future__ import annotations
 
 from functools import lru_cache

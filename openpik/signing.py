@@ -5,6 +5,7 @@ must match theirs byte for byte; the formatting rules below are the contract, no
 They live in the light package so the gateway (which verifies) and openpik.client (which
 signs) share one implementation; the playground's JavaScript port is tested against it.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -4,14 +4,18 @@ A record is a Redis hash with a TTL; queries read it directly (the Celery result
 is not used). Input images live beside it under their own keys, so the Celery message
 carries only the Job and references.
 """
+
 from __future__ import annotations
 
 import json
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
+from redis.typing import EncodableT
 
 from openpik.vocabulary import TaskStatus
 
@@ -76,25 +80,44 @@ class TaskRecord:
     note: str = ""
     worker: str = ""
 
-    def to_hash(self) -> dict[str, str]:
+    def to_hash(self) -> dict[EncodableT, EncodableT]:
         return {name: _encode(getattr(self, name)) for name in self.__dataclass_fields__}
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes]) -> TaskRecord:
-        values = {k.decode(): v.decode() for k, v in raw.items()}
+    def from_hash(cls, raw: Mapping[bytes | str, bytes | str]) -> TaskRecord:
+        values = {_text(k): _text(v) for k, v in raw.items()}
         return cls(
-            task_id=values["task_id"], owner=values["owner"], action=values["action"], queue=values["queue"],
-            status=TaskStatus(values["status"]), progress=int(values["progress"]),
-            seeds=json.loads(values["seeds"]), urls=json.loads(values["urls"]),
-            error_code=int(values["error_code"]), error_message=values["error_message"],
-            attempts=int(values["attempts"]), created_at=float(values["created_at"]),
-            started_at=float(values["started_at"]), finished_at=float(values["finished_at"]),
-            note=values.get("note", ""), worker=values.get("worker", ""),
+            task_id=values["task_id"],
+            owner=values["owner"],
+            action=values["action"],
+            queue=values["queue"],
+            status=TaskStatus(values["status"]),
+            progress=int(values["progress"]),
+            seeds=json.loads(values["seeds"]),
+            urls=json.loads(values["urls"]),
+            error_code=int(values["error_code"]),
+            error_message=values["error_message"],
+            attempts=int(values["attempts"]),
+            created_at=float(values["created_at"]),
+            started_at=float(values["started_at"]),
+            finished_at=float(values["finished_at"]),
+            note=values.get("note", ""),
+            worker=values.get("worker", ""),
         )
 
 
-def _encode(value) -> str:
+def _encode(value: object) -> str:
     return json.dumps(value) if isinstance(value, list) else str(value)
+
+
+def _text(value: bytes | str) -> str:
+    """What Redis answered, as text (the store's client does not decode responses)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _flat(fields: Mapping[str, object]) -> list[str]:
+    """Field/value pairs as a script's ARGV: name1, value1, name2, value2, ..."""
+    return [item for name, value in fields.items() for item in (name, _encode(value))]
 
 
 class TaskStore:
@@ -109,7 +132,7 @@ class TaskStore:
         counts = status_counts_key(self._bucket(record.created_at))
         with self.redis.pipeline(transaction=True) as pipe:
             # The record names its counters, so workers move the count whatever their settings.
-            pipe.hset(record_key(record.task_id), mapping=record.to_hash() | {"status_counts": counts})
+            pipe.hset(record_key(record.task_id), mapping={**record.to_hash(), "status_counts": counts})
             pipe.expire(record_key(record.task_id), self.ttl_s)
             for name, data in images.items():
                 pipe.set(image_key(record.task_id, name), data, ex=self.ttl_s)
@@ -155,7 +178,7 @@ class TaskStore:
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.zremrangebyscore(key, "-inf", time.time() - self.ttl_s)
             pipe.zcard(key)
-            return pipe.execute()[1]
+            return int(pipe.execute()[1])
 
     def ping(self) -> None:
         """Raises redis.RedisError when the store does not answer."""
@@ -167,7 +190,10 @@ class TaskStore:
         key = idempotency_key(owner, request_uuid)
         if self.redis.set(key, f"{task_id} {fingerprint}", nx=True, ex=self.ttl_s):
             return None
-        earlier_task, earlier_fingerprint = self.redis.get(key).decode().split(" ")
+        claimed = self.redis.get(key)
+        if claimed is None:  # expired between the two calls: the uuid is free again
+            return self.claim_request(owner, request_uuid, task_id, fingerprint)
+        earlier_task, earlier_fingerprint = _text(claimed).split(" ")
         return earlier_task, earlier_fingerprint
 
     def release_request(self, owner: str, request_uuid: str) -> None:
@@ -187,21 +213,29 @@ class TaskStore:
     def queue_position(self, record: TaskRecord) -> int | None:
         """1 for the next task to run; None once the task left the queue."""
         rank = self.redis.zrank(queued_key(record.queue), record.task_id)
-        return None if rank is None else rank + 1
+        return rank + 1 if isinstance(rank, int) else None
 
     def images(self, task_id: str, names: list[str]) -> dict[str, bytes]:
         values = self.redis.mget([image_key(task_id, n) for n in names]) if names else []
-        return {name: value for name, value in zip(names, values) if value is not None}
+        return {name: value for name, value in zip(names, values) if isinstance(value, bytes)}
 
-    def update(self, task_id: str, **fields) -> None:
+    def update(self, task_id: str, **fields: Any) -> None:
         """Change some fields of an existing record (never recreates an expired one)."""
-        mapping = {name: _encode(value) for name, value in fields.items()}
-        self.redis.eval(_UPDATE_IF_EXISTS, 1, record_key(task_id), *[x for kv in mapping.items() for x in kv])
+        self.redis.eval(_UPDATE_IF_EXISTS, 1, record_key(task_id), *_flat(fields))
 
     def mark_started(self, task_id: str, queue: str, worker: str) -> int | None:
         """Running, attempt counted, out of the queue; the attempt number, None if the record expired."""
-        attempts = self.redis.eval(_START_IF_EXISTS, 2, record_key(task_id), queued_key(queue), task_id,
-                                   TaskStatus.RUNNING.value, time.time(), worker, owner_queued_key(""))
+        attempts = self.redis.eval(
+            _START_IF_EXISTS,
+            2,
+            record_key(task_id),
+            queued_key(queue),
+            task_id,
+            TaskStatus.RUNNING.value,
+            time.time(),
+            worker,
+            owner_queued_key(""),
+        )
         return None if attempts is None else int(attempts)
 
     def finish(self, task_id: str, urls: list[str], seeds: list[int]) -> None:
@@ -210,11 +244,9 @@ class TaskStore:
     def fail(self, task_id: str, code: int, message: str) -> None:
         self._end(task_id, TaskStatus.ERROR, error_code=code, error_message=message, finished_at=time.time())
 
-    def _end(self, task_id: str, status: TaskStatus, **fields) -> None:
+    def _end(self, task_id: str, status: TaskStatus, **fields: Any) -> None:
         """Like update, and the status counters move with the status in the same script."""
-        mapping = {name: _encode(value) for name, value in fields.items()}
-        self.redis.eval(_END_IF_EXISTS, 1, record_key(task_id), status.value,
-                        *[x for kv in mapping.items() for x in kv])
+        self.redis.eval(_END_IF_EXISTS, 1, record_key(task_id), status.value, *_flat(fields))
 
 
 # Moves the record's count from its old status to `new` in the counters the record names
@@ -229,7 +261,9 @@ end
 """
 
 # The task leaves both waiting sets (its queue's and its owner's) as it starts.
-_START_IF_EXISTS = _MOVE_STATUS + """
+_START_IF_EXISTS = (
+    _MOVE_STATUS
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', ARGV[5] .. redis.call('HGET', KEYS[1], 'owner'), ARGV[1])
@@ -237,13 +271,17 @@ move_status(KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'started_at', ARGV[3], 'progress', 0, 'worker', ARGV[4])
 return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 """
+)
 
 # Finished or Error: ARGV = the status, then field/value pairs.
-_END_IF_EXISTS = _MOVE_STATUS + """
+_END_IF_EXISTS = (
+    _MOVE_STATUS
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return end
 move_status(KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 2))
 """
+)
 
 # HSET only when the record still exists: a late worker must not resurrect an expired task.
 _UPDATE_IF_EXISTS = """
@@ -251,4 +289,3 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], unpack(ARGV))
 end
 """
-

@@ -3,6 +3,7 @@
 Uses OPENPIK_CATALOG when set, else the tiny demo models `make run` built in var/tiny, and
 OPENPIK_KEYS_FILE when set, else var/demo-keys.yaml with one demo key pair.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,18 +43,22 @@ def main() -> None:
     ]
     try:
         _wait_healthy(url, processes)
-        print(f"""
-OpenPik is running at {url}   (catalog: {env['OPENPIK_CATALOG']})
+        print(
+            f"""
+OpenPik is running at {url}   (catalog: {env["OPENPIK_CATALOG"]})
   PublicKey:  {key.public_key}
   PrivateKey: {key.private_key}
 
 Try it (signed GenerateImg2Img with a LoRA and a ControlNet preset; images land in var/out):
-  .venv/bin/python examples/generate_img2img.py --url {url} --public-key {key.public_key} --private-key {key.private_key}
+  .venv/bin/python examples/generate_img2img.py --url {url} \\
+      --public-key {key.public_key} --private-key {key.private_key}
 
 Or in a browser (the keys above; signed in the page): {url}/playground
 
 API document: {url}/docs      Ctrl-C stops everything make run started.
-""", flush=True)
+""",
+            flush=True,
+        )
         while all(p.poll() is None for p in processes):
             time.sleep(0.5)
         print("a process exited; stopping", file=sys.stderr)
@@ -82,11 +87,23 @@ def _redis_if_needed(url: str) -> list[subprocess.Popen]:
     (VAR / "redis").mkdir(parents=True, exist_ok=True)
     print(f"starting redis-server on port {port} (data in var/redis)")
     try:
-        process = subprocess.Popen(["redis-server", str(REPO / "configs" / "redis.conf"), "--port", port,
-                                    "--bind", "127.0.0.1", "--dir", str(VAR / "redis")])
+        process = subprocess.Popen(
+            [
+                "redis-server",
+                str(REPO / "configs" / "redis.conf"),
+                "--port",
+                port,
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(VAR / "redis"),
+            ]
+        )
     except FileNotFoundError:
-        raise SystemExit("No Redis answers and redis-server is not installed: "
-                         "sudo apt-get install redis-server (or set OPENPIK_REDIS_URL)") from None
+        raise SystemExit(
+            "No Redis answers and redis-server is not installed: "
+            "sudo apt-get install redis-server (or set OPENPIK_REDIS_URL)"
+        ) from None
     for _ in range(50):
         try:
             client.ping()

@@ -7,6 +7,7 @@ end-of-word marker, one token per merge, then the two special tokens.
 
     PYTHONPATH=. python scripts/vendor_clip_tokenizer.py path/to/bpe_simple_vocab_16e6.txt.gz
 """
+
 import gzip
 import json
 import sys
@@ -19,7 +20,8 @@ OUT = Path(__file__).resolve().parent.parent / "configs" / "sd15" / "tokenizer"
 
 
 def main(source: str) -> None:
-    lines = gzip.open(source).read().decode("utf-8").split("\n")
+    with gzip.open(source) as compressed:
+        lines = compressed.read().decode("utf-8").split("\n")
     merges = lines[1 : MERGES + 1]
     symbols = list(byte_symbols().values())
     tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]

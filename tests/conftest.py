@@ -1,4 +1,5 @@
 """Shared fixtures: the tiny offline models, built once per test session, and a stack on them."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,6 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-LIVE_STACK_DB = 6
 
 
 @pytest.fixture(scope="session")
@@ -21,23 +20,17 @@ def tiny_catalog_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def live_stack(tiny_catalog_path, tmp_path_factory):
-    """A gateway and one real worker on the tiny models, on Redis DB 6: the users' view.
+    """A gateway and one real worker on the tiny models, on RedisDb.LIVE_STACK: the users' view.
 
     Session-wide so the client and playground tests share one worker start-up; the suites
     that kill processes run their own stacks on other databases.
     """
-    from tests.stack import Gateway, Worker, fresh_redis, stack_settings
+    from tests.stack import RedisDb, running_stack, stack_settings
 
     tmp = tmp_path_factory.mktemp("live-stack")
-    fresh_redis(LIVE_STACK_DB)
-    gateway = Gateway(stack_settings(tiny_catalog_path, tmp, LIVE_STACK_DB, progress_interval_s="0")).start()
-    worker = Worker(gateway.env, tmp, "live")
-    try:
-        worker.start()
-        yield gateway
-    finally:
-        worker.stop()
-        gateway.stop()
+    env = stack_settings(tiny_catalog_path, tmp, RedisDb.LIVE_STACK, progress_interval_s="0")
+    with running_stack(env, tmp, worker="live") as stack:
+        yield stack.gateway
 
 
 @pytest.fixture(scope="session")
@@ -68,8 +61,17 @@ def make_job(catalog):
         model = catalog.main_model(model_id)
         refs = tuple(lora_ref(catalog.lora(i), w) for i, w in (loras or {}).items())
         base = dict(
-            model=model_ref(model), vae=default_vae_ref(catalog, model), prompt="an apple", negative_prompt="blurry",
-            sampler="Euler a", steps=8, cfg_scale=7.0, seed=1234, width=64, height=64, loras=refs,
+            model=model_ref(model),
+            vae=default_vae_ref(catalog, model),
+            prompt="an apple",
+            negative_prompt="blurry",
+            sampler="Euler a",
+            steps=8,
+            cfg_scale=7.0,
+            seed=1234,
+            width=64,
+            height=64,
+            loras=refs,
         )
         return Job(**(base | fields))
 

@@ -1,4 +1,5 @@
 """Small helpers for tests that run the engine and compare pixels."""
+
 from __future__ import annotations
 
 import numpy as np

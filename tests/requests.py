@@ -1,4 +1,5 @@
 """Request bodies for the tests, in PICPIK's field names (unsigned; tests.stack signs them)."""
+
 from __future__ import annotations
 
 import base64
@@ -19,9 +20,21 @@ PNG = png_base64()
 
 
 def txt2img(**fields) -> dict:
-    return {"Action": "GenerateTxt2Img", "ModelType": "combined_model", "MainModelId": 1, "BatchSize": 1,
-            "Steps": 4, "CfgScale": 7.5, "Seed": 1, "Sampler": "Euler a", "Width": 64, "Height": 64,
-            "ClipSkip": 1, "TranslatePrompt": False, "PositivePrompts": ["an apple"]} | fields
+    return {
+        "Action": "GenerateTxt2Img",
+        "ModelType": "combined_model",
+        "MainModelId": 1,
+        "BatchSize": 1,
+        "Steps": 4,
+        "CfgScale": 7.5,
+        "Seed": 1,
+        "Sampler": "Euler a",
+        "Width": 64,
+        "Height": 64,
+        "ClipSkip": 1,
+        "TranslatePrompt": False,
+        "PositivePrompts": ["an apple"],
+    } | fields
 
 
 def img2img(**fields) -> dict:
@@ -29,6 +42,17 @@ def img2img(**fields) -> dict:
 
 
 def custom_unit(**fields) -> dict:
-    return {"ControlNetImg": PNG, "ControlPreSetId": 0, "ControlWeight": 1, "ModelId": 1, "PreProcessorId": 2,
-            "StartingControlStep": 0, "EndingControlStep": 1, "ControlMode": "Balanced", "ResizeMode": "JustResize",
-            "PreProcessorResolution": 512, "Param1Value": 100, "Param2Value": 200} | fields
+    return {
+        "ControlNetImg": PNG,
+        "ControlPreSetId": 0,
+        "ControlWeight": 1,
+        "ModelId": 1,
+        "PreProcessorId": 2,
+        "StartingControlStep": 0,
+        "EndingControlStep": 1,
+        "ControlMode": "Balanced",
+        "ResizeMode": "JustResize",
+        "PreProcessorResolution": 512,
+        "Param1Value": 100,
+        "Param2Value": 200,
+    } | fields

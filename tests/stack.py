@@ -1,22 +1,63 @@
-"""Starting the real stack for tests: Redis databases, a uvicorn gateway, signed calls."""
+"""Starting the real stack for tests and benchmarks: Redis databases, a uvicorn gateway, workers, signed calls."""
+
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import enum
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
+import pytest
 import redis
 import yaml
 
+from openpik.routing import DEFAULT_QUEUE
 from openpik.signing import sign
 
 REPO = Path(__file__).resolve().parent.parent
+REDIS_PORT = 6379
+"""The test Redis: 127.0.0.1 on this port (scripts/ensure-redis.sh starts one if none answers)."""
+
+
+@enum.unique
+class RedisDb(enum.IntEnum):
+    """The database each user of the test Redis works in: one member per user, none shared.
+
+    Suites flush their database and kill processes that write to it, so two suites on one
+    database would disturb each other; `make bench` (BENCH) may run beside the tests. DB 0
+    is left to `make run`. A new suite or benchmark takes a number of its own here.
+    """
+
+    COMPILE = 4  # tests/test_compile.py: a compiled worker
+    METRICS = 5  # tests/test_metrics_and_logs.py
+    LIVE_STACK = 6  # tests/conftest.py live_stack, shared by test_client.py and test_playground.py
+    LOAD = 7  # tests/test_load.py
+    BACKPRESSURE = 8  # tests/test_backpressure.py
+    BENCH = 9  # every benchmark of bench/
+    FUZZ = 10  # tests/test_fuzz.py
+    FAULTS = 11  # tests/test_end_to_end.py's fault scenarios, away from its shared stack
+    END_TO_END = 12  # tests/test_end_to_end.py's shared stack
+    GATEWAY = 13  # tests/test_gateway.py
+    KEYS = 15  # tests/test_keys.py: Redis key stores, each under a prefix of its own
+
+
+def redis_url(db: int, port: int = REDIS_PORT) -> str:
+    """The URL of database ``db`` of the Redis on 127.0.0.1:``port`` (the test Redis by default)."""
+    return f"redis://127.0.0.1:{port}/{int(db)}"
+
+
+def open_redis(db: int, **options) -> redis.Redis:
+    """A client on database ``db`` of the test Redis; ``options`` go to redis.Redis."""
+    return redis.Redis.from_url(redis_url(db), **options)
 
 
 @dataclass(frozen=True)
@@ -31,8 +72,10 @@ DISABLED = Key("key-disabled", "key-disabled-private")
 
 
 def write_keys_file(path: Path) -> Path:
-    entries = [{"public_key": k.public, "private_key": k.private, "name": n, "enabled": k is not DISABLED}
-               for k, n in ((KEY_A, "a"), (KEY_B, "b"), (DISABLED, "off"))]
+    entries = [
+        {"public_key": k.public, "private_key": k.private, "name": n, "enabled": k is not DISABLED}
+        for k, n in ((KEY_A, "a"), (KEY_B, "b"), (DISABLED, "off"))
+    ]
     path.write_text(yaml.safe_dump(entries))
     return path
 
@@ -46,7 +89,7 @@ def stack_settings(catalog: Path, tmp: Path, db: int, **settings: str) -> dict[s
         "OPENPIK_CATALOG": str(catalog),
         "OPENPIK_KEYS_FILE": str(write_keys_file(tmp / "keys.yaml")),
         "OPENPIK_RESULTS_DIR": str(tmp / "results"),
-        "OPENPIK_REDIS_URL": f"redis://127.0.0.1:6379/{db}",
+        "OPENPIK_REDIS_URL": redis_url(db),
     } | {f"OPENPIK_{name.upper()}": value for name, value in settings.items()}
 
 
@@ -74,9 +117,34 @@ def free_port() -> int:
 
 
 def fresh_redis(db: int) -> redis.Redis:
-    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+    """A client on database ``db`` of the test Redis, emptied."""
+    client = open_redis(db)
     client.flushdb()
     return client
+
+
+def redis_fixture(db: RedisDb, empty_after: bool = False):
+    """A module-scoped ``redis_client`` fixture on ``db``, emptied first (and after the module, if asked).
+
+    In a test module: ``redis_client = redis_fixture(RedisDb.GATEWAY)``.
+    """
+
+    @pytest.fixture(scope="module", name="redis_client")
+    def redis_client() -> Iterator[redis.Redis]:
+        client = fresh_redis(db)
+        yield client
+        if empty_after:
+            client.flushdb()
+
+    return redis_client
+
+
+def answers_health(url: str) -> bool:
+    """Whether the server at ``url`` answers GET /healthz with 200 now."""
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 class Gateway:
@@ -92,17 +160,25 @@ class Gateway:
     def start(self) -> Gateway:
         with open(self.log, "w") if self.log else contextlib.nullcontext() as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--log-level", "warning"], cwd=REPO, env=self.env, stdout=output,
-                stderr=subprocess.STDOUT if output else None)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError("the gateway did not start")
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "api.app:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=REPO,
+                env=self.env,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+            )
+        wait_for(lambda: answers_health(self.url), 30, message="the gateway to start", error=RuntimeError)
+        return self
 
     def stop(self) -> None:
         if self.process:
@@ -116,8 +192,14 @@ class Gateway:
     def post(self, body: dict | bytes, **kwargs) -> httpx.Response:
         content = body if isinstance(body, bytes) else None
         json_body = None if isinstance(body, bytes) else body
-        return httpx.post(f"{self.url}/", json=json_body, content=content, timeout=30,
-                          headers={"Content-Type": "application/json"}, **kwargs)
+        return httpx.post(
+            f"{self.url}/",
+            json=json_body,
+            content=content,
+            timeout=30,
+            headers={"Content-Type": "application/json"},
+            **kwargs,
+        )
 
 
 def signed(body: dict, key: Key = KEY_A, **overrides) -> dict:
@@ -129,8 +211,9 @@ def signed(body: dict, key: Key = KEY_A, **overrides) -> dict:
 class Worker:
     """An `openpik-worker` process (Celery main process plus its one pool child); metrics off unless asked."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, name: str, queues: str = "openpik.default",
-                 metrics_port: int = 0):
+    def __init__(
+        self, env: dict[str, str], log_dir: Path, name: str, queues: str = DEFAULT_QUEUE, metrics_port: int = 0
+    ):
         self.name = name
         self.queues = queues
         self.metrics_port = metrics_port
@@ -141,22 +224,46 @@ class Worker:
     def start(self, wait: bool = True) -> Worker:
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "worker.cli", "--queues", self.queues, "--name", f"{self.name}@test",
-                 "--loglevel", "INFO", "--metrics-port", str(self.metrics_port)],
-                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "worker.cli",
+                    "--queues",
+                    self.queues,
+                    "--name",
+                    f"{self.name}@test",
+                    "--loglevel",
+                    "INFO",
+                    "--metrics-port",
+                    str(self.metrics_port),
+                ],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         if wait:
             self.wait_ready()
         return self
 
     def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if " ready." in self.log.read_text():
-                return
+                return True
             if self.process.poll() is not None:
-                raise RuntimeError(f"worker {self.name} exited:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        raise RuntimeError(f"worker {self.name} not ready:\n{self.log.read_text()[-3000:]}")
+                raise RuntimeError(f"worker {self.name} exited:\n{self.log_tail()}")
+            return False
+
+        wait_for(
+            ready,
+            timeout,
+            interval=0.2,
+            message=lambda: f"worker {self.name} to be ready:\n{self.log_tail()}",
+            error=RuntimeError,
+        )
+
+    def log_tail(self) -> str:
+        return self.log.read_text()[-3000:]
 
     def child_pids(self) -> list[int]:
         import psutil
@@ -168,10 +275,8 @@ class Worker:
         import signal
 
         for pid in [*self.child_pids(), self.process.pid]:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
@@ -189,22 +294,36 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return redis_url(0, port=self.port)
 
     def start(self) -> RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            ["redis-server", str(REPO / "configs" / "redis.conf"), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.dir), "--daemonize", "no", "--logfile", str(self.dir / "redis.log")])
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+            [
+                "redis-server",
+                str(REPO / "configs" / "redis.conf"),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.dir),
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(self.dir / "redis.log"),
+            ]
+        )
+        client = redis.Redis.from_url(self.url)
+
+        def pings() -> bool:
             try:
-                client.ping()
-                return self
+                return client.ping()
             except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+                return False
+
+        wait_for(pings, 10, interval=0.05, message="redis-server to start", error=RuntimeError)
+        return self
 
     def kill(self) -> None:
         self.process.kill()
@@ -215,11 +334,70 @@ class RedisServer:
             self.kill()
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.1, message: str = "condition"):
+@dataclass
+class Stack:
+    """A running gateway and the workers started beside it (see running_stack)."""
+
+    gateway: Gateway
+    log_dir: Path
+    """Where the workers write their logs."""
+    workers: list[Worker] = dataclasses.field(default_factory=list)
+
+    @property
+    def worker(self) -> Worker:
+        """The first worker started."""
+        return self.workers[0]
+
+    def start_worker(self, name: str, queues: str = DEFAULT_QUEUE, wait: bool = True, **options) -> Worker:
+        """A worker on the gateway's settings, stopped with the stack (even if it never gets ready)."""
+        worker = Worker(self.gateway.env, self.log_dir, name, queues, **options)
+        self.workers.append(worker)
+        return worker.start(wait)
+
+
+@contextlib.contextmanager
+def running_stack(
+    env: dict[str, str], log_dir: Path, worker: str | None = None, gateway_log: Path | None = None, flush: bool = True
+) -> Iterator[Stack]:
+    """A gateway on ``env`` (see stack_settings), and a worker named ``worker`` if one is named.
+
+    The Redis database of ``env`` is emptied first unless ``flush`` is false; on the way out
+    every worker started through the stack is stopped, then the gateway.
+    """
+    if flush:
+        with redis.Redis.from_url(env["OPENPIK_REDIS_URL"]) as client:
+            client.flushdb()
+    stack = Stack(Gateway(env, log=gateway_log).start(), log_dir)
+    try:
+        if worker:
+            stack.start_worker(worker)
+        yield stack
+    finally:
+        for started in stack.workers:
+            started.stop()
+        stack.gateway.stop()
+
+
+T = TypeVar("T")
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float,
+    interval: float = 0.1,
+    message: str | Callable[[], str] = "condition",
+    error: type[Exception] = AssertionError,
+) -> T:
+    """Call ``predicate`` every ``interval`` seconds until it returns something true, and return that.
+
+    After ``timeout`` seconds, raise ``error`` naming ``message`` (what was awaited; a function
+    is called then, e.g. to add a log's tail). A predicate gives up early by raising.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+    what = message() if callable(message) else message
+    raise error(f"timed out after {timeout}s waiting for {what}")

@@ -1,4 +1,5 @@
 """Model loading: once per process, LRU eviction, offline single files, catalog errors."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,6 +12,7 @@ from tests.engine_helpers import pixels, run
 from worker.engine import Engine
 
 
+@pytest.mark.models
 def test_a_second_job_on_the_same_model_does_not_load_it_again(engine, make_job):
     run(engine, make_job(model_id=2, vae=None))
     loads = engine.cache.stats.model_loads
@@ -18,6 +20,7 @@ def test_a_second_job_on_the_same_model_does_not_load_it_again(engine, make_job)
     assert engine.cache.stats.model_loads == loads
 
 
+@pytest.mark.models
 def test_an_evicted_model_loads_again(make_job):
     engine = Engine(Settings(device="cpu", pipeline_cache_mb=1))  # room for one tiny model only
     run(engine, make_job(model_id=1, steps=2))
@@ -29,12 +32,14 @@ def test_an_evicted_model_loads_again(make_job):
     assert engine.cache.stats.evictions == 2
 
 
+@pytest.mark.models
 def test_the_two_tiny_main_models_differ(engine, make_job):
     a = run(engine, make_job(model_id=1, vae=None))
     b = run(engine, make_job(model_id=2, vae=None))
     assert np.abs(pixels(a)[0] - pixels(b)[0]).max() > 5
 
 
+@pytest.mark.models
 def test_single_file_checkpoint_loads_offline_and_matches_its_diffusers_twin(engine, make_job, catalog):
     single = catalog.main_model(3)
     assert model_ref(single).format == "single_file"
@@ -43,6 +48,7 @@ def test_single_file_checkpoint_loads_offline_and_matches_its_diffusers_twin(eng
     assert np.array_equal(pixels(twin)[0], pixels(from_file)[0])
 
 
+@pytest.mark.models
 def test_tiny_catalog_has_the_default_catalogs_ids(catalog):
     default = load_catalog("configs/catalog.yaml")
     assert catalog.main_models[0].id == 1
@@ -60,26 +66,40 @@ MODEL = "main_models:\n  - {id: 1, model_code: a, name: A, path: x}\n"
 @pytest.mark.parametrize(
     ("yaml_text", "expected"),
     [
-        ("main_models:\n  - {id: 1, model_code: a, name: A, path: x, defaults: {steps: 500}}\n",
-         r"main_models\[0\]\.defaults\.steps \(entry id 1\)"),
-        ("main_models:\n  - {id: 1, model_code: a, name: A, path: x}\n  - {id: 1, model_code: b, name: B, path: y}\n",
-         r"main_models\[1\]\.id: 1 already used"),
-        ("main_models:\n  - {id: 1, model_code: a, name: A, path: x, colour: red}\n",
-         r"main_models\[0\]\.colour \(entry id 1\): Extra inputs"),
+        (
+            "main_models:\n  - {id: 1, model_code: a, name: A, path: x, defaults: {steps: 500}}\n",
+            r"main_models\[0\]\.defaults\.steps \(entry id 1\)",
+        ),
+        (
+            MODEL + "  - {id: 1, model_code: b, name: B, path: y}\n",
+            r"main_models\[1\]\.id: 1 already used",
+        ),
+        (
+            "main_models:\n  - {id: 1, model_code: a, name: A, path: x, colour: red}\n",
+            r"main_models\[0\]\.colour \(entry id 1\): Extra inputs",
+        ),
         ("main_models:\n  - {id: 1, model_code: a, name: A, path: x, vae: 4}\n", r"\.vae: no VAE with id 4"),
         ("main_models: [\n", r"not valid YAML"),
-        ("main_models:\n  - {id: 1, model_code: a, name: A, path: x, defaults: {sampler: Euler z}}\n",
-         r"main_models\[0\]\.defaults\.sampler \(entry id 1\): Unknown sampler 'Euler z'"),
-        (MODEL + "preprocessors:\n  - {id: 4, model_code: p, name: P, detector: sharpen}\n",
-         r"preprocessors\[0\]\.detector \(entry id 4\): unknown detector 'sharpen'"),
-        (MODEL + "preprocessors:\n  - {id: 4, model_code: p, name: P, detector: canny, "
-                 "params: [{name: low, default: 1, min: 0, max: 2, step: 1}]}\n",
-         r"preprocessors\[0\]\.params\[0\]\.name \(entry id 4\): detector 'canny' has no parameter 'low'"),
-        (MODEL + "controlnets: [{id: 1, model_code: c, name: C, path: c}]\n"
-                 "preprocessors:\n  - {id: 2, model_code: p, name: P, detector: scribble_xdog, "
-                 "params: [{name: threshold, default: 32, min: 1, max: 64, step: 1}]}\n"
-                 "presets: [{id: 1, name: S, controlnet: 1, preprocessor: 2, params: [99]}]\n",
-         r"presets\[0\] \(id 1\)\.params\[0\]: threshold must be within \[1, 64\]; got 99"),
+        (
+            "main_models:\n  - {id: 1, model_code: a, name: A, path: x, defaults: {sampler: Euler z}}\n",
+            r"main_models\[0\]\.defaults\.sampler \(entry id 1\): Unknown sampler 'Euler z'",
+        ),
+        (
+            MODEL + "preprocessors:\n  - {id: 4, model_code: p, name: P, detector: sharpen}\n",
+            r"preprocessors\[0\]\.detector \(entry id 4\): unknown detector 'sharpen'",
+        ),
+        (
+            MODEL + "preprocessors:\n  - {id: 4, model_code: p, name: P, detector: canny, "
+            "params: [{name: low, default: 1, min: 0, max: 2, step: 1}]}\n",
+            r"preprocessors\[0\]\.params\[0\]\.name \(entry id 4\): detector 'canny' has no parameter 'low'",
+        ),
+        (
+            MODEL + "controlnets: [{id: 1, model_code: c, name: C, path: c}]\n"
+            "preprocessors:\n  - {id: 2, model_code: p, name: P, detector: scribble_xdog, "
+            "params: [{name: threshold, default: 32, min: 1, max: 64, step: 1}]}\n"
+            "presets: [{id: 1, name: S, controlnet: 1, preprocessor: 2, params: [99]}]\n",
+            r"presets\[0\] \(id 1\)\.params\[0\]: threshold must be within \[1, 64\]; got 99",
+        ),
     ],
 )
 def test_a_broken_catalog_names_the_file_entry_and_field(tmp_path, yaml_text, expected):
@@ -99,6 +119,7 @@ def test_models_check_reports_a_missing_file(tmp_path, capsys):
     assert "missing: main_models id 1" in capsys.readouterr().out
 
 
+@pytest.mark.models
 def test_models_check_reports_an_unreadable_file_and_passes_the_tiny_catalog(tmp_path, capsys, tiny_catalog_path):
     from models_registry.cli import main
 

@@ -1,4 +1,5 @@
 """openpik.client: the spec's signatures as it sends them, and a real generation through it."""
+
 from __future__ import annotations
 
 import base64
@@ -18,6 +19,7 @@ from tests.test_signature import VECTORS
 
 def recording_client(public_key: str, private_key: str, answer: dict, sent: list[dict]) -> OpenPikClient:
     """A client whose HTTP goes to a function that records each body and returns ``answer``."""
+
     def handle(request: httpx.Request) -> httpx.Response:
         sent.append(json.loads(request.content))
         return httpx.Response(200, json=answer)
@@ -27,7 +29,6 @@ def recording_client(public_key: str, private_key: str, answer: dict, sent: list
 
 def test_the_gateway_verifies_with_the_code_the_client_signs_with():
     assert api.signature.sign is openpik.signing.sign
-    assert api.signature.string_to_sign is openpik.signing.string_to_sign
 
 
 @pytest.mark.parametrize(("body", "private_key", "expected_string", "expected_signature"), VECTORS)
@@ -52,17 +53,29 @@ def test_wait_gives_up_after_its_timeout_and_an_error_task_raises_on_download(tm
     assert error.value.retcode == 1003 and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.stack
+@pytest.mark.models
 def test_generate_txt2img_reports_progress_and_downloads_the_images(live_stack, tmp_path):
     progress: list[tuple[str, int]] = []
     with OpenPikClient(live_stack.url, KEY_A.public, KEY_A.private) as client:
-        paths = client.generate(tmp_path, on_progress=lambda status, percent: progress.append((status, percent)),
-                                poll_s=0.1, MainModelId=1, PositivePrompts=["an apple"], Steps=4, Width=64,
-                                Height=64, BatchSize=2)
+        paths = client.generate(
+            tmp_path,
+            on_progress=lambda status, percent: progress.append((status, percent)),
+            poll_s=0.1,
+            MainModelId=1,
+            PositivePrompts=["an apple"],
+            Steps=4,
+            Width=64,
+            Height=64,
+            BatchSize=2,
+        )
     assert len(paths) == 2 and all(path.parent == tmp_path for path in paths)
     assert all(Image.open(path).size == (64, 64) for path in paths)
     assert progress[-1] == ("Finished", 100) and len(progress) >= 2
 
 
+@pytest.mark.stack
+@pytest.mark.models
 def test_a_reference_image_makes_it_img2img(live_stack, reference_image):
     with OpenPikClient(live_stack.url, KEY_A.public, KEY_A.private) as client:
         reference = image_to_base64(reference_image)
@@ -72,6 +85,8 @@ def test_a_reference_image_makes_it_img2img(live_stack, reference_image):
     assert listed["Action"] == "GenerateImg2Img"
 
 
+@pytest.mark.stack
+@pytest.mark.models
 def test_a_bad_request_raises_picpik_error_naming_the_field(live_stack):
     with OpenPikClient(live_stack.url, KEY_A.public, KEY_A.private) as client, pytest.raises(PicpikError) as error:
         client.submit(MainModelId=1, Steps=0, Width=64, Height=64)

@@ -4,6 +4,7 @@ Most tests compile with the "eager" backend: dynamo traces and guards exactly as
 inductor, so recompiles are counted the same, without generating code. One test runs
 inductor. Images are compared with the uncompiled engine's: same seed, same pixels within 1.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,15 +16,16 @@ from torch._dynamo.utils import counters
 from openpik.job import ControlUnit, LoraRef
 from openpik.settings import Settings
 from tests.engine_helpers import pixels, run
-from tests.stack import Gateway, Worker, fresh_redis, stack_settings, wait_for
 from tests.requests import txt2img
+from tests.stack import RedisDb, fresh_redis, running_stack, stack_settings, wait_for
 from worker.compiled import SLOT, MergedLoras, merge
 from worker.engine import Engine
 from worker.errors import ModelLoadError
 from worker.warmup import warmup_requests
 
+pytestmark = pytest.mark.models
+
 SIZE = 128  # the least warm-up size (worker/warmup.py)
-REDIS_DB = 4
 
 
 def graphs() -> int:
@@ -62,15 +64,17 @@ STEADY_STATE = {
     "a non-square batch of 3": dict(height=136, batch_size=3, loras={2: 1.0}),
     "CFG off": dict(cfg_scale=1.0),
     "a ControlNet in another mode and size": dict(controlnets="ControlNetIsMoreImportant", width=136, loras={1: 0.5}),
-    "img2img with a ControlNet and CFG off": dict(controlnets="Balanced", init_image="init", strength=0.5,
-                                                  cfg_scale=1.0, loras={2: 0.3}),
+    "img2img with a ControlNet and CFG off": dict(
+        controlnets="Balanced", init_image="init", strength=0.5, cfg_scale=1.0, loras={2: 0.3}
+    ),
     "an img2img batch of 2": dict(init_image="init", strength=0.8, batch_size=2),
 }
 
 
 @pytest.mark.parametrize("fields", STEADY_STATE.values(), ids=STEADY_STATE.keys())
 def test_after_the_warm_up_nothing_recompiles_and_pixels_match_the_uncompiled_engine(
-        compiled, engine, make_job, catalog, images, fields):
+    compiled, engine, make_job, catalog, images, fields
+):
     fields = dict(fields)
     if "controlnets" in fields:
         fields["controlnets"] = unit(catalog, fields["controlnets"])
@@ -84,8 +88,9 @@ def test_after_the_warm_up_nothing_recompiles_and_pixels_match_the_uncompiled_en
 
 
 def test_weight_zero_equals_no_lora_and_a_lora_changes_the_image(compiled, make_job):
-    baseline, zero, full = (pixels(run(compiled, make_job(width=SIZE, height=SIZE, loras=w)))[0]
-                            for w in (None, {1: 0.0}, {1: 1.0}))
+    baseline, zero, full = (
+        pixels(run(compiled, make_job(width=SIZE, height=SIZE, loras=w)))[0] for w in (None, {1: 0.0}, {1: 1.0})
+    )
     assert np.array_equal(baseline, zero)
     assert np.abs(full - baseline).max() > 5
 
@@ -101,17 +106,19 @@ def test_lora_files_are_read_once_however_they_are_combined(compiled, make_job):
 def test_loras_adding_up_above_the_slot_rank_are_refused_naming_the_setting(compiled, make_job, catalog):
     job = make_job(loras={1: 1.0, 3: 1.0})  # rank 4 + 4 on the same UNet layers
     pipe = compiled.cache.model(job.model).pipe
-    with pytest.raises(ModelLoadError, match="rank 8, above the compiled slot's 4 .OPENPIK_COMPILE_LORA_RANK"):
+    with pytest.raises(ModelLoadError, match=r"rank 8, above the compiled slot's 4 .OPENPIK_COMPILE_LORA_RANK"):
         MergedLoras(lora_rank=4, files_kept=4).select(pipe, (), job.loras)
 
 
 def test_a_lora_outside_the_slot_fails_its_task_and_the_next_task_is_served(compiled, engine, make_job, tmp_path):
     conv = "unet.down_blocks.0.resnets.0.conv1"
     path = tmp_path / "locon.safetensors"
-    save_file({f"{conv}.lora_A.weight": torch.ones(4, 32, 3, 3), f"{conv}.lora_B.weight": torch.ones(32, 4, 1, 1)},
-              str(path))
+    save_file(
+        {f"{conv}.lora_A.weight": torch.ones(4, 32, 3, 3), f"{conv}.lora_B.weight": torch.ones(32, 4, 1, 1)}, str(path)
+    )
     outside = make_job(width=SIZE, height=SIZE).model_copy(
-        update={"loras": (LoraRef(lora_id=99, path=str(path), weight=1.0),)})
+        update={"loras": (LoraRef(lora_id=99, path=str(path), weight=1.0),)}
+    )
     with pytest.raises(ModelLoadError, match="LoRA 99 trains layers outside the compiled LoRA slot"):
         run(compiled, outside)
     job = make_job(width=SIZE, height=SIZE, loras={1: 1.0})
@@ -138,23 +145,26 @@ def test_inductor_swaps_loras_and_sizes_without_recompiling(catalog, engine, mak
     assert max(np.abs(a - b).max() for a, b in zip(got, pixels(run(engine, job)))) <= 1
 
 
+@pytest.mark.stack
 def test_a_compiled_worker_warms_up_before_its_first_task(tiny_catalog_path, tmp_path):
-    fresh_redis(REDIS_DB)
-    env = stack_settings(tiny_catalog_path, tmp_path, REDIS_DB, compile="true", compile_backend="eager",
-                         compile_warmup_size=str(SIZE))
-    gateway = Gateway(env).start()
-    worker = Worker(gateway.env, tmp_path, "compiled")
+    env = stack_settings(
+        tiny_catalog_path,
+        tmp_path,
+        RedisDb.COMPILE,
+        compile="true",
+        compile_backend="eager",
+        compile_warmup_size=str(SIZE),
+    )
     try:
-        worker.start()
-        wait_for(lambda: "warmed up with 8 requests" in worker.log.read_text(), 180, message="the warm-up")
-        answer = gateway.call(txt2img(Width=SIZE, Height=SIZE, SubModelIds=[1]))
-        assert answer["RetCode"] == 0, answer
-        detail = {"Action": "GetGenerateTaskDetail", "TaskUID": answer["TaskUID"]}
-        wait_for(lambda: gateway.call(detail)["TaskStatus"] == "Finished", 120, message="the task")
-        log = worker.log.read_text()
-        assert "warm-up failed" not in log
-        assert log.index("warmed up with 8 requests") < log.index(answer["TaskUID"])
+        with running_stack(env, tmp_path, worker="compiled") as stack:
+            gateway, worker = stack.gateway, stack.worker
+            wait_for(lambda: "warmed up with 8 requests" in worker.log.read_text(), 180, message="the warm-up")
+            answer = gateway.call(txt2img(Width=SIZE, Height=SIZE, SubModelIds=[1]))
+            assert answer["RetCode"] == 0, answer
+            detail = {"Action": "GetGenerateTaskDetail", "TaskUID": answer["TaskUID"]}
+            wait_for(lambda: gateway.call(detail)["TaskStatus"] == "Finished", 120, message="the task")
+            log = worker.log.read_text()
+            assert "warm-up failed" not in log
+            assert log.index("warmed up with 8 requests") < log.index(answer["TaskUID"])
     finally:
-        worker.stop()
-        gateway.stop()
-        fresh_redis(REDIS_DB)
+        fresh_redis(RedisDb.COMPILE)

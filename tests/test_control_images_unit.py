@@ -1,4 +1,5 @@
 """Resize modes: exact geometry on images whose layout is known."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """ControlNet units on the tiny models: weights, windows, modes, presets, against diffusers."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,13 +12,18 @@ from models_registry.resolve import control_unit, preset_unit
 from tests.engine_helpers import pixels, run
 from worker.control_images import fit
 
+pytestmark = pytest.mark.models
+
 CANNY_CN, NONE_PRE = 1, 1
 
 
 @pytest.fixture(scope="module")
 def images(control_image, reference_image):
-    return {"ctl": control_image, "ctl2": control_image.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-            "ref": reference_image}
+    return {
+        "ctl": control_image,
+        "ctl2": control_image.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        "ref": reference_image,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +56,9 @@ def test_three_units_run_and_zero_weighted_units_add_nothing(engine, make_job, u
     first = unit(weight=1.0)
     others = (unit(image="ctl2", controlnet_id=6), unit(controlnet_id=9, mode="MyPromptIsMoreImportant"))
     alone = run(engine, make_job(controlnets=(first,)), images)
-    three_zeroed = run(engine, make_job(controlnets=(first, *(u.model_copy(update={"weight": 0.0}) for u in others))), images)
+    three_zeroed = run(
+        engine, make_job(controlnets=(first, *(u.model_copy(update={"weight": 0.0}) for u in others))), images
+    )
     three = run(engine, make_job(controlnets=(first, *others)), images)
     assert np.array_equal(pixels(alone)[0], pixels(three_zeroed)[0])
     assert differ(three, alone)
@@ -63,7 +71,10 @@ def test_the_three_control_modes_give_three_different_images(engine, make_job, u
 
 
 def test_mixed_modes_across_units_run(engine, make_job, unit, images):
-    mixed = (unit(mode="ControlNetIsMoreImportant"), unit(image="ctl2", controlnet_id=6, mode="MyPromptIsMoreImportant"))
+    mixed = (
+        unit(mode="ControlNetIsMoreImportant"),
+        unit(image="ctl2", controlnet_id=6, mode="MyPromptIsMoreImportant"),
+    )
     balanced = tuple(u.model_copy(update={"mode": "Balanced"}) for u in mixed)
     assert differ(run(engine, make_job(controlnets=mixed), images), run(engine, make_job(controlnets=balanced), images))
 
@@ -75,19 +86,32 @@ def test_a_single_unit_equals_plain_diffusers(engine, make_job, unit, images, ca
     ours = run(engine, job, images)
     model_dir = catalog.main_model(2).path
     pipe = StableDiffusionControlNetPipeline.from_pretrained(
-        model_dir, controlnet=ControlNetModel.from_pretrained(catalog.controlnet(CANNY_CN).path),
-        safety_checker=None, requires_safety_checker=False)
+        model_dir,
+        controlnet=ControlNetModel.from_pretrained(catalog.controlnet(CANNY_CN).path),
+        safety_checker=None,
+        requires_safety_checker=False,
+    )
     pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
     with torch.inference_mode():
-        theirs = pipe(job.prompt, negative_prompt=job.negative_prompt, image=fit(images["ctl"], (64, 64), "JustResize"),
-                      num_inference_steps=job.steps, guidance_scale=job.cfg_scale, width=64, height=64,
-                      controlnet_conditioning_scale=0.8, guess_mode=guess_mode,
-                      generator=[torch.Generator().manual_seed(job.seed)]).images
+        theirs = pipe(
+            job.prompt,
+            negative_prompt=job.negative_prompt,
+            image=fit(images["ctl"], (64, 64), "JustResize"),
+            num_inference_steps=job.steps,
+            guidance_scale=job.cfg_scale,
+            width=64,
+            height=64,
+            controlnet_conditioning_scale=0.8,
+            guess_mode=guess_mode,
+            generator=[torch.Generator().manual_seed(job.seed)],
+        ).images
     assert np.array_equal(pixels(ours)[0], np.asarray(theirs[0], dtype=np.int16))
 
 
 def test_controlnet_with_a_reference_image_runs_at_the_requested_size(engine, make_job, unit, images):
-    job = make_job(init_image="ref", strength=0.7, width=64, height=48, controlnets=(unit(resize_mode="CropAndResize"),))
+    job = make_job(
+        init_image="ref", strength=0.7, width=64, height=48, controlnets=(unit(resize_mode="CropAndResize"),)
+    )
     with_control = run(engine, job, images)
     assert with_control.images[0].size == (64, 48)
     assert differ(with_control, run(engine, make_job(init_image="ref", strength=0.7, width=64, height=48), images))

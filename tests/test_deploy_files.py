@@ -1,4 +1,5 @@
 """The deployment files say what the README promises."""
+
 from __future__ import annotations
 
 import shutil
@@ -25,8 +26,11 @@ def test_compose_services_and_gpu_reservation(compose):
 
 
 def test_redis_keeps_every_accepted_task():
-    settings = dict(line.split(None, 1) for line in (REPO / "configs" / "redis.conf").read_text().splitlines()
-                    if line.strip() and not line.startswith("#"))
+    settings = dict(
+        line.split(None, 1)
+        for line in (REPO / "configs" / "redis.conf").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
     assert settings["appendonly"] == "yes" and settings["appendfsync"] == "always"
     assert settings["maxmemory-policy"] == "noeviction"
 

@@ -1,4 +1,5 @@
 """The diffusers engine on the tiny models: each test asserts a property of the pixels."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,10 @@ import pytest
 import torch
 
 from openpik.job import round_dimension
-from tests.engine_helpers import first_unet_inputs, pixels, run
 from openpik.samplers import SAMPLERS, UnknownSamplerError
+from tests.engine_helpers import first_unet_inputs, pixels, run
+
+pytestmark = pytest.mark.models
 
 # --- seeds and batches -------------------------------------------------------------------
 
@@ -100,8 +103,11 @@ def test_img2img_strength_changes_the_output(engine, make_job, reference_image):
 
 def test_reference_scale_one_runs_exactly_one_step(engine, make_job, reference_image):
     steps: list[tuple[int, int]] = []
-    engine.run(make_job(init_image="ref", strength=0.0, steps=20), {"ref": reference_image},
-               on_progress=lambda done, total: steps.append((done, total)))
+    engine.run(
+        make_job(init_image="ref", strength=0.0, steps=20),
+        {"ref": reference_image},
+        on_progress=lambda done, total: steps.append((done, total)),
+    )
     assert steps == [(1, 1)]
 
 

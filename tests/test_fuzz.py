@@ -13,6 +13,7 @@ derandomized, so CI sees the same cases every time. A longer run, as for `make b
 
     OPENPIK_FUZZ_CASES=5000 .venv/bin/python -m pytest -q tests/test_fuzz.py -s
 """
+
 from __future__ import annotations
 
 import json
@@ -28,12 +29,14 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from api.actions import ACTIONS
+from openpik.routing import DEFAULT_QUEUE
+from openpik.task_records import TASK_ID_LENGTH, record_key
 from tests.requests import PNG, custom_unit, img2img, txt2img
-from tests.stack import KEY_A, Gateway, fresh_redis, signed, stack_settings
+from tests.stack import KEY_A, RedisDb, redis_fixture, running_stack, signed, stack_settings
 
-REDIS_DB = 10
-QUEUE = "openpik.default"
-TASK_RECORDS = "openpik:task:" + "?" * 20  # task ids are 20 characters; image keys are longer
+pytestmark = [pytest.mark.stack, pytest.mark.models]
+
+TASK_RECORDS = record_key("?" * TASK_ID_LENGTH)  # task ids are 20 characters; image keys are longer
 GENERATE_ACTIONS = {"GenerateImg2Img", "GenerateTxt2Img", "GenerateImages"}
 CASES = int(os.environ.get("OPENPIK_FUZZ_CASES", "500"))
 
@@ -48,28 +51,34 @@ SEEDED_BODIES = [
     txt2img(ControlNetParams=[{"ControlNetImg": PNG, "ControlPreSetId": 1}], SubModelIds=[1]),
     txt2img(request_uuid="fuzz-replay"),
     txt2img(request_uuid="fuzz-replay"),
-    {"Action": "GenerateImages", "MainModel": {"ModelCode": "tiny-sd15-a"}, "Width": 64, "Height": 64,
-     "ImageAndMaskList": [PNG], "Image2Image": {"ImageIndex": 0},
-     "ControlNetList": [{"ControlModel": {"ModelCode": "cn-canny"}, "ImageIndex": 0,
-                         "PreProcessor": {"ModelCode": "canny", "InferenceParams": {"LowThreshold": 50}}}]},
+    {
+        "Action": "GenerateImages",
+        "MainModel": {"ModelCode": "tiny-sd15-a"},
+        "Width": 64,
+        "Height": 64,
+        "ImageAndMaskList": [PNG],
+        "Image2Image": {"ImageIndex": 0},
+        "ControlNetList": [
+            {
+                "ControlModel": {"ModelCode": "cn-canny"},
+                "ImageIndex": 0,
+                "PreProcessor": {"ModelCode": "canny", "InferenceParams": {"LowThreshold": 50}},
+            }
+        ],
+    },
     {"Action": "RemoveBackground"},
 ]
 
 
-@pytest.fixture(scope="module")
-def redis_client():
-    """DB 10, empty before the run and after it: the queued tasks are only there to be counted."""
-    client = fresh_redis(REDIS_DB)
-    yield client
-    client.flushdb()
+# Empty before the run and after it: the queued tasks are only there to be counted.
+redis_client = redis_fixture(RedisDb.FUZZ, empty_after=True)
 
 
 @pytest.fixture(scope="module")
 def gateway(tiny_catalog_path, tmp_path_factory, redis_client):
     tmp = tmp_path_factory.mktemp("fuzz")
-    server = Gateway(stack_settings(tiny_catalog_path, tmp, REDIS_DB)).start()
-    yield server
-    server.stop()
+    with running_stack(stack_settings(tiny_catalog_path, tmp, RedisDb.FUZZ), tmp) as stack:
+        yield stack.gateway
 
 
 def request_bodies(url: str) -> st.SearchStrategy:
@@ -79,8 +88,12 @@ def request_bodies(url: str) -> st.SearchStrategy:
     """
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json", config=schemathesis.Config())
     operation = schema["/"]["POST"]
-    generated = st.one_of(*(operation.as_strategy(generation_mode=mode).map(lambda case: case.body)
-                            for mode in schemathesis.GenerationMode))
+    generated = st.one_of(
+        *(
+            operation.as_strategy(generation_mode=mode).map(lambda case: case.body)
+            for mode in schemathesis.GenerationMode
+        )
+    )
     return st.one_of(generated, generated.map(in_catalog))
 
 
@@ -122,7 +135,7 @@ def current_timestamp(body: dict) -> dict:
 
 def queue_state(redis_client) -> tuple[int, int]:
     """(messages in the Celery queue, task records): what only an accepted generate request moves."""
-    return redis_client.llen(QUEUE), sum(1 for _ in redis_client.scan_iter(TASK_RECORDS, count=1000))
+    return redis_client.llen(DEFAULT_QUEUE), sum(1 for _ in redis_client.scan_iter(TASK_RECORDS, count=1000))
 
 
 @dataclass
@@ -140,8 +153,9 @@ class Tally:
     def report(self) -> str:
         retcodes = ", ".join(f"{code}: {n}" for code, n in sorted(self.retcodes.items()))
         actions = ", ".join(f"{name}: {n}" for name, n in self.actions.most_common())
-        return (f"\nfuzz: {self.cases} cases, {len(self.task_uids)} tasks queued\n"
-                f"  RetCode {retcodes}\n  Action {actions}")
+        return (
+            f"\nfuzz: {self.cases} cases, {len(self.task_uids)} tasks queued\n  RetCode {retcodes}\n  Action {actions}"
+        )
 
 
 def action_of(body) -> str:
@@ -163,7 +177,7 @@ def exercise(client: httpx.Client, redis_client, body, tally: Tally) -> None:
     new_task = False
     if retcode == 0 and action in GENERATE_ACTIONS:
         task_uid = response.json()["TaskUID"]
-        assert redis_client.exists(f"openpik:task:{task_uid}"), response.text
+        assert redis_client.exists(record_key(task_uid)), response.text
         new_task = task_uid not in tally.task_uids  # a replayed request_uuid answers the earlier task
         tally.task_uids.add(task_uid)
     expected = (before[0] + 1, before[1] + 1) if new_task else before
@@ -181,12 +195,16 @@ def test_fuzz_post_bodies_from_the_openapi_document(gateway, redis_client):
     """Every case answered with an envelope; only accepted generate requests queued anything."""
     tally = Tally()
     with httpx.Client(base_url=gateway.url, timeout=30) as client:
-
         # No shrinking: it would replay cases against a queue that has moved since; the
         # failing body is reported as sent, and derandomize makes it come back every run.
-        @settings(max_examples=CASES, derandomize=True, database=None, deadline=None,
-                  phases=[Phase.explicit, Phase.generate],
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @settings(
+            max_examples=CASES,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
         @given(request_bodies(gateway.url))
         def fuzz(body):
             exercise(client, redis_client, body, tally)

@@ -1,4 +1,5 @@
 """The gateway through a real uvicorn server and a real Redis: RetCodes, ranges, queries."""
+
 from __future__ import annotations
 
 import base64
@@ -11,42 +12,40 @@ import httpx
 import pytest
 from PIL import Image
 
-from openpik.task_records import idempotency_key
+from openpik.routing import DEFAULT_QUEUE
+from openpik.task_records import idempotency_key, record_key
 from tests.requests import PNG, custom_unit, img2img, txt2img
 from tests.stack import (
     DISABLED,
     KEY_A,
     KEY_B,
     REPO,
-    Gateway,
-    fresh_redis,
+    RedisDb,
+    redis_fixture,
+    redis_url,
+    running_stack,
     signed,
     stack_settings,
     write_catalog_with_custom_model,
     write_keys_file,
 )
 
-REDIS_DB = 13
-QUEUE = "openpik.default"
+pytestmark = [pytest.mark.stack, pytest.mark.models]
 
-
-@pytest.fixture(scope="module")
-def redis_client():
-    return fresh_redis(REDIS_DB)
+redis_client = redis_fixture(RedisDb.GATEWAY)
 
 
 @pytest.fixture(scope="module")
 def gateway(tiny_catalog_path, tmp_path_factory, redis_client):
     tmp = tmp_path_factory.mktemp("gateway")
     catalog = write_catalog_with_custom_model(tiny_catalog_path, tmp / "catalog.yaml", KEY_A.public)
-    server = Gateway(stack_settings(catalog, tmp, REDIS_DB, max_body_bytes=str(2 * 2**20))).start()
-    yield server
-    server.stop()
+    with running_stack(stack_settings(catalog, tmp, RedisDb.GATEWAY, max_body_bytes=str(2 * 2**20)), tmp) as stack:
+        yield stack.gateway
 
 
 def queue_state(redis_client) -> tuple[int, int]:
     """(messages in the Celery queue, task records): what must not move on a rejected request."""
-    return redis_client.llen(QUEUE), len(redis_client.keys("openpik:task:*"))
+    return redis_client.llen(DEFAULT_QUEUE), len(redis_client.keys(record_key("*")))
 
 
 # --- import and envelope -----------------------------------------------------------------
@@ -54,8 +53,14 @@ def queue_state(redis_client) -> tuple[int, int]:
 
 def test_the_app_imports_without_torch():
     code = "import sys, api.app; print('torch' in sys.modules, 'diffusers' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
-                         env={"PATH": "/usr/bin:/bin", "OPENPIK_KEYS_FILE": "/nonexistent"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "OPENPIK_KEYS_FILE": "/nonexistent"},
+    )
     assert out.stdout.split() == ["False", "False"]
 
 
@@ -64,26 +69,32 @@ def test_accepted_generate_returns_a_task_uid_and_echoes_the_envelope(gateway, r
     assert answer["RetCode"] == 0 and answer["Message"] == "" and answer["Action"] == "GenerateTxt2Img"
     assert answer["request_uuid"] == "echo-1"
     assert len(answer["TaskUID"]) == 20 and set(answer["TaskUID"]) <= set("0123456789abcdefghijklmnopqrstuv")
-    assert redis_client.exists(f"openpik:task:{answer['TaskUID']}")
+    assert redis_client.exists(record_key(answer["TaskUID"]))
 
 
-@pytest.mark.parametrize(("body", "retcode"), [
-    ({"PublicKey": KEY_A.public}, 160),
-    ({"Action": "", "PublicKey": KEY_A.public}, 160),
-    ({"Action": "RemoveBackground"}, 161),
-    ({"Action": "StartPicpikApp"}, 161),
-])
+@pytest.mark.parametrize(
+    ("body", "retcode"),
+    [
+        ({"PublicKey": KEY_A.public}, 160),
+        ({"Action": "", "PublicKey": KEY_A.public}, 160),
+        ({"Action": "RemoveBackground"}, 161),
+        ({"Action": "StartPicpikApp"}, 161),
+    ],
+)
 def test_missing_and_unsupported_actions(gateway, body, retcode):
     assert gateway.call(body)["RetCode"] == retcode
 
 
-@pytest.mark.parametrize(("mutate", "retcode"), [
-    (lambda b: {k: v for k, v in b.items() if k != "Signature"}, 170),
-    (lambda b: b | {"Signature": "0" * 40}, 171),
-    (lambda b: b | {"Steps": 5}, 171),  # any change after signing
-    (lambda b: {k: v for k, v in b.items() if k != "PublicKey"}, 172),
-    (lambda b: b | {"PublicKey": "nobody"}, 173),
-])
+@pytest.mark.parametrize(
+    ("mutate", "retcode"),
+    [
+        (lambda b: {k: v for k, v in b.items() if k != "Signature"}, 170),
+        (lambda b: b | {"Signature": "0" * 40}, 171),
+        (lambda b: b | {"Steps": 5}, 171),  # any change after signing
+        (lambda b: {k: v for k, v in b.items() if k != "PublicKey"}, 172),
+        (lambda b: b | {"PublicKey": "nobody"}, 173),
+    ],
+)
 def test_signature_retcodes(gateway, redis_client, mutate, retcode):
     before = queue_state(redis_client)
     assert gateway.post(mutate(signed(txt2img()))).json()["RetCode"] == retcode
@@ -104,10 +115,22 @@ def test_a_signed_timestamp_outside_the_window_is_refused(gateway):
 # --- ranges: just inside is accepted, just outside names the field -------------------------
 
 BOUNDS = [
-    ("BatchSize", 1, 0), ("BatchSize", 16, 17), ("Steps", 1, 0), ("Steps", 150, 151),
-    ("CfgScale", 0, -0.5), ("CfgScale", 30, 30.5), ("Seed", -1, -2), ("Seed", 2**32 - 1, 2**32),
-    ("Width", 16, 15), ("Width", 1440, 1441), ("Height", 16, 15), ("Height", 1440, 1441),
-    ("ClipSkip", 1, 0), ("ClipSkip", 12, 13), ("ReferenceScale", 0, -0.01), ("ReferenceScale", 1, 1.01),
+    ("BatchSize", 1, 0),
+    ("BatchSize", 16, 17),
+    ("Steps", 1, 0),
+    ("Steps", 150, 151),
+    ("CfgScale", 0, -0.5),
+    ("CfgScale", 30, 30.5),
+    ("Seed", -1, -2),
+    ("Seed", 2**32 - 1, 2**32),
+    ("Width", 16, 15),
+    ("Width", 1440, 1441),
+    ("Height", 16, 15),
+    ("Height", 1440, 1441),
+    ("ClipSkip", 1, 0),
+    ("ClipSkip", 12, 13),
+    ("ReferenceScale", 0, -0.01),
+    ("ReferenceScale", 1, 1.01),
 ]
 
 
@@ -120,21 +143,24 @@ def test_range_bounds(gateway, redis_client, field, inside, outside):
     assert queue_state(redis_client) == before
 
 
-@pytest.mark.parametrize(("unit_fields", "where"), [
-    ({"ControlWeight": 2.01}, "ControlNetParams[0].ControlWeight"),
-    ({"ControlWeight": -0.01}, "ControlNetParams[0].ControlWeight"),
-    ({"StartingControlStep": 1.01}, "ControlNetParams[0].StartingControlStep"),
-    ({"EndingControlStep": -0.1}, "ControlNetParams[0].EndingControlStep"),
-    ({"StartingControlStep": 0.6, "EndingControlStep": 0.5}, "ControlNetParams[0].StartingControlStep"),
-    ({"ControlMode": "Loud"}, "ControlNetParams[0].ControlMode"),
-    ({"ResizeMode": "Squash"}, "ControlNetParams[0].ResizeMode"),
-    ({"ControlPreSetId": 5}, "ControlNetParams[0].ControlPreSetId"),
-    ({"Param1Value": 0}, "ControlNetParams[0].Param1Value"),
-    ({"Param2Value": 256}, "ControlNetParams[0].Param2Value"),
-    ({"ModelId": 99}, "ControlNetParams[0].ModelId"),
-    ({"PreProcessorId": 99}, "ControlNetParams[0].PreProcessorId"),
-    ({"ControlNetImg": ""}, "ControlNetParams[0].ControlNetImg"),
-])
+@pytest.mark.parametrize(
+    ("unit_fields", "where"),
+    [
+        ({"ControlWeight": 2.01}, "ControlNetParams[0].ControlWeight"),
+        ({"ControlWeight": -0.01}, "ControlNetParams[0].ControlWeight"),
+        ({"StartingControlStep": 1.01}, "ControlNetParams[0].StartingControlStep"),
+        ({"EndingControlStep": -0.1}, "ControlNetParams[0].EndingControlStep"),
+        ({"StartingControlStep": 0.6, "EndingControlStep": 0.5}, "ControlNetParams[0].StartingControlStep"),
+        ({"ControlMode": "Loud"}, "ControlNetParams[0].ControlMode"),
+        ({"ResizeMode": "Squash"}, "ControlNetParams[0].ResizeMode"),
+        ({"ControlPreSetId": 5}, "ControlNetParams[0].ControlPreSetId"),
+        ({"Param1Value": 0}, "ControlNetParams[0].Param1Value"),
+        ({"Param2Value": 256}, "ControlNetParams[0].Param2Value"),
+        ({"ModelId": 99}, "ControlNetParams[0].ModelId"),
+        ({"PreProcessorId": 99}, "ControlNetParams[0].PreProcessorId"),
+        ({"ControlNetImg": ""}, "ControlNetParams[0].ControlNetImg"),
+    ],
+)
 def test_controlnet_unit_rules_name_the_field(gateway, unit_fields, where):
     answer = gateway.call(txt2img(EnableControlNet=True, ControlNetParams=[custom_unit(**unit_fields)]))
     assert answer["RetCode"] == 230 and answer["Message"].startswith(where), answer["Message"]
@@ -168,22 +194,29 @@ def test_controlnet_params_are_ignored_when_not_enabled(gateway):
     assert gateway.call(txt2img(EnableControlNet=False, ControlNetParams=[broken]))["RetCode"] == 0
 
 
-@pytest.mark.parametrize(("fields", "where"), [
-    ({"Colour": "red"}, "Colour: unknown field"),
-    ({"ReferenceImage": PNG}, "ReferenceImage: unknown field"),  # txt2img has no reference image
-    ({"Steps": "20"}, "Steps:"),
-    ({"Steps": 20.0}, "Steps:"),
-    ({"TranslatePrompt": "yes"}, "TranslatePrompt:"),
-    ({"Sampler": "DPM fast"}, "Sampler: Sampler 'DPM fast'"),
-    ({"Sampler": "Nope"}, "Sampler: Unknown sampler 'Nope'"),
-    ({"MainModelId": 42}, "MainModelId: no combined_model with id 42"),
-    ({"SubModelIds": [99]}, "SubModelIds[0]: no LoRA with id 99"),
-    ({"SubModelIds": [1], "SubModelParams": [{"SubModelId": 1, "ControlWeight": 2.5}]},
-     "SubModelParams[0].ControlWeight:"),
-    ({"SubModelIds": [1], "SubModelParams": [{"SubModelId": 2, "ControlWeight": 1}]},
-     "SubModelParams[0].SubModelId: 2 is not in SubModelIds"),
-    ({"ModelType": "public_model"}, "ModelType:"),
-])
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        ({"Colour": "red"}, "Colour: unknown field"),
+        ({"ReferenceImage": PNG}, "ReferenceImage: unknown field"),  # txt2img has no reference image
+        ({"Steps": "20"}, "Steps:"),
+        ({"Steps": 20.0}, "Steps:"),
+        ({"TranslatePrompt": "yes"}, "TranslatePrompt:"),
+        ({"Sampler": "DPM fast"}, "Sampler: Sampler 'DPM fast'"),
+        ({"Sampler": "Nope"}, "Sampler: Unknown sampler 'Nope'"),
+        ({"MainModelId": 42}, "MainModelId: no combined_model with id 42"),
+        ({"SubModelIds": [99]}, "SubModelIds[0]: no LoRA with id 99"),
+        (
+            {"SubModelIds": [1], "SubModelParams": [{"SubModelId": 1, "ControlWeight": 2.5}]},
+            "SubModelParams[0].ControlWeight:",
+        ),
+        (
+            {"SubModelIds": [1], "SubModelParams": [{"SubModelId": 2, "ControlWeight": 1}]},
+            "SubModelParams[0].SubModelId: 2 is not in SubModelIds",
+        ),
+        ({"ModelType": "public_model"}, "ModelType:"),
+    ],
+)
 def test_bad_fields_get_230_naming_the_field(gateway, redis_client, fields, where):
     before = queue_state(redis_client)
     answer = gateway.call(txt2img(**fields))
@@ -205,8 +238,16 @@ def test_custom_models_are_visible_to_their_owner_only(gateway):
     assert gateway.call(txt2img(ModelType="custom_model", MainModelId=10), key=KEY_B)["RetCode"] == 230
     assert gateway.call(txt2img(ModelType="combined_model", MainModelId=10), key=KEY_A)["RetCode"] == 230
     assert gateway.call(txt2img(ModelType="custom_model", MainModelId=1), key=KEY_A)["RetCode"] == 230
-    ids_a = {m["Id"] for m in gateway.call({"Action": "ListModels"}, key=KEY_A)["ModelList"] if m["ModelType"] == "main_model"}
-    ids_b = {m["Id"] for m in gateway.call({"Action": "ListModels"}, key=KEY_B)["ModelList"] if m["ModelType"] == "main_model"}
+    ids_a = {
+        m["Id"]
+        for m in gateway.call({"Action": "ListModels"}, key=KEY_A)["ModelList"]
+        if m["ModelType"] == "main_model"
+    }
+    ids_b = {
+        m["Id"]
+        for m in gateway.call({"Action": "ListModels"}, key=KEY_B)["ModelList"]
+        if m["ModelType"] == "main_model"
+    }
     assert 10 in ids_a and 10 not in ids_b and 1 in ids_b
 
 
@@ -215,10 +256,10 @@ def test_custom_models_are_visible_to_their_owner_only(gateway):
 
 def test_request_uuid_replays_return_the_same_task(gateway, redis_client):
     first = gateway.call(txt2img(request_uuid="idem-1"))
-    records = len(redis_client.keys("openpik:task:*"))
+    records = len(redis_client.keys(record_key("*")))
     again = gateway.call(txt2img(request_uuid="idem-1"))
     assert first["RetCode"] == again["RetCode"] == 0 and first["TaskUID"] == again["TaskUID"]
-    assert len(redis_client.keys("openpik:task:*")) == records
+    assert len(redis_client.keys(record_key("*"))) == records
     other = gateway.call(txt2img(request_uuid="idem-1", Steps=5))
     assert other["RetCode"] == 230 and "request_uuid" in other["Message"]
     assert redis_client.exists(idempotency_key(KEY_A.public, "idem-1"))
@@ -273,10 +314,17 @@ def test_generate_images_with_lora_controlnet_and_img2img(gateway):
         "Action": "GenerateImages",
         "MainModel": {"ModelCode": "tiny-sd15-a", "InferenceParams": {"Steps": 4, "Sampler": "DPM++ 2M Karras"}},
         "SubModelList": [{"ModelCode": "tiny-lora-style", "InferenceParams": {"LoraWeight": 0.7}}],
-        "PositivePrompts": ["an apple"], "Width": 64, "Height": 64, "ImageAndMaskList": [PNG, PNG],
-        "ControlNetList": [{"ControlModel": {"ModelCode": "cn-canny"},
-                            "PreProcessor": {"ModelCode": "canny", "InferenceParams": {"LowThreshold": 50}},
-                            "ImageIndex": 1}],
+        "PositivePrompts": ["an apple"],
+        "Width": 64,
+        "Height": 64,
+        "ImageAndMaskList": [PNG, PNG],
+        "ControlNetList": [
+            {
+                "ControlModel": {"ModelCode": "cn-canny"},
+                "PreProcessor": {"ModelCode": "canny", "InferenceParams": {"LowThreshold": 50}},
+                "ImageIndex": 1,
+            }
+        ],
         "Image2Image": {"ImageIndex": 0, "ReferStrength": 0.4},
     }
     assert gateway.call(body)["RetCode"] == 0
@@ -311,17 +359,18 @@ def test_health_and_readiness(gateway):
 
 
 def test_redis_unreachable_answers_503_with_150(tiny_catalog_path, tmp_path):
-    env = {"OPENPIK_REDIS_URL": "redis://127.0.0.1:1/0", "OPENPIK_CATALOG": str(tiny_catalog_path),
-           "OPENPIK_KEYS_FILE": str(write_keys_file(tmp_path / "keys.yaml"))}
-    server = Gateway(env).start()
-    try:
+    env = {
+        "OPENPIK_REDIS_URL": redis_url(0, port=1),
+        "OPENPIK_CATALOG": str(tiny_catalog_path),  # nothing on port 1
+        "OPENPIK_KEYS_FILE": str(write_keys_file(tmp_path / "keys.yaml")),
+    }
+    with running_stack(env, tmp_path, flush=False) as stack:
+        server = stack.gateway
         response = server.post(signed(txt2img()))
         assert response.status_code == 503 and response.json()["RetCode"] == 150
         query = server.post(signed({"Action": "GetGenerateTaskDetail", "TaskUID": "0" * 20}))
         assert query.status_code == 503 and query.json()["RetCode"] == 150
         assert httpx.get(f"{server.url}/readyz").status_code == 503
-    finally:
-        server.stop()
 
 
 # --- OpenAPI ------------------------------------------------------------------------------
@@ -331,8 +380,16 @@ def test_openapi_describes_every_action_body(gateway):
     spec = httpx.get(f"{gateway.url}/openapi.json").json()
     schema = spec["paths"]["/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert set(schema["discriminator"]["mapping"]) == {
-        "GenerateImg2Img", "GenerateTxt2Img", "GenerateImages", "GetGenerateTaskDetail", "ListGenerateTaskDetail",
-        "ListTasksDetails", "ListModels", "ListControlNets", "ListControlNetProcessor"}
+        "GenerateImg2Img",
+        "GenerateTxt2Img",
+        "GenerateImages",
+        "GetGenerateTaskDetail",
+        "ListGenerateTaskDetail",
+        "ListTasksDetails",
+        "ListModels",
+        "ListControlNets",
+        "ListControlNetProcessor",
+    }
     img2img_schema = spec["components"]["schemas"]["GenerateImg2ImgRequest"]
     assert img2img_schema["properties"]["Steps"]["maximum"] == 150
     assert img2img_schema["additionalProperties"] is False
@@ -346,8 +403,13 @@ def _png_header(width: int, height: int) -> bytes:
     import zlib
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def _encoded(image: Image.Image, fmt: str, **options) -> str:
@@ -370,7 +432,8 @@ BAD_IMAGES = {
     "PNG header claiming 100000x100000": base64.b64encode(_png_header(100_000, 100_000)).decode(),
     "animated GIF": _animated_gif(),
     "TIFF disguised as PNG": "data:image/png;base64," + _encoded(Image.new("RGB", (8, 8)), "TIFF"),
-    "EPS disguised as PNG": "data:image/png;base64," + base64.b64encode(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n").decode(),
+    "EPS disguised as PNG": "data:image/png;base64,"
+    + base64.b64encode(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n").decode(),
 }
 
 RAW_BODIES = {
@@ -398,9 +461,10 @@ def test_malformed_bodies_are_refused_without_queueing(gateway, redis_client, na
 @pytest.mark.parametrize("name", sorted(BAD_IMAGES))
 def test_bad_images_are_refused_naming_the_field(gateway, redis_client, name):
     before = queue_state(redis_client)
-    for body, field in ((img2img(ReferenceImage=BAD_IMAGES[name]), "ReferenceImage"),
-                        (txt2img(ControlNetParams=[custom_unit(ControlNetImg=BAD_IMAGES[name])]),
-                         "ControlNetParams[0].ControlNetImg")):
+    for body, field in (
+        (img2img(ReferenceImage=BAD_IMAGES[name]), "ReferenceImage"),
+        (txt2img(ControlNetParams=[custom_unit(ControlNetImg=BAD_IMAGES[name])]), "ControlNetParams[0].ControlNetImg"),
+    ):
         response = gateway.post(signed(body))
         assert response.status_code == 200
         assert response.json()["RetCode"] == 230 and response.json()["Message"].startswith(field)
@@ -417,7 +481,7 @@ def test_picpiks_own_request_examples_are_accepted(gateway, redis_client, exampl
         unit["ControlNetImg"] = PNG
     answer = gateway.call(body)
     assert answer["RetCode"] == 0, answer["Message"]
-    record = redis_client.hgetall(f"openpik:task:{answer['TaskUID']}")
+    record = redis_client.hgetall(record_key(answer["TaskUID"]))
     assert record[b"status"] == b"Queuing" and record[b"action"] == b"GenerateImg2Img"
 
 
@@ -425,18 +489,33 @@ def generate_images(**fields) -> dict:
     return {"Action": "GenerateImages", "MainModel": {"ModelCode": "tiny-sd15-a"}, "Width": 64, "Height": 64} | fields
 
 
-@pytest.mark.parametrize(("fields", "where"), [
-    ({"Seed": 2**31 - 1}, None), ({"Seed": 2**31}, "Seed:"),
-    ({"Width": 64}, None), ({"Width": 63}, "Width:"), ({"Height": 2560}, None), ({"Height": 2561}, "Height:"),
-    ({"BatchSize": 16}, None), ({"BatchSize": 17}, "BatchSize:"),
-    ({"SubModelList": [{"ModelCode": "tiny-lora-ink", "InferenceParams": {"LoraWeight": -1}}]}, None),
-    ({"SubModelList": [{"ModelCode": "tiny-lora-ink", "InferenceParams": {"LoraWeight": -1.1}}]},
-     "SubModelList[0].InferenceParams.LoraWeight:"),
-    ({"MainModel": {"ModelCode": "tiny-sd15-a", "InferenceParams": {"Steps": 151}}}, "MainModel.InferenceParams.Steps:"),
-    ({"ImageAndMaskList": [PNG], "Image2Image": {"ImageIndex": 0, "ReferStrength": 1.01}},
-     "Image2Image.ReferStrength:"),
-    ({"MainModel": {"ModelCode": "my-own-model"}}, None),
-])
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        ({"Seed": 2**31 - 1}, None),
+        ({"Seed": 2**31}, "Seed:"),
+        ({"Width": 64}, None),
+        ({"Width": 63}, "Width:"),
+        ({"Height": 2560}, None),
+        ({"Height": 2561}, "Height:"),
+        ({"BatchSize": 16}, None),
+        ({"BatchSize": 17}, "BatchSize:"),
+        ({"SubModelList": [{"ModelCode": "tiny-lora-ink", "InferenceParams": {"LoraWeight": -1}}]}, None),
+        (
+            {"SubModelList": [{"ModelCode": "tiny-lora-ink", "InferenceParams": {"LoraWeight": -1.1}}]},
+            "SubModelList[0].InferenceParams.LoraWeight:",
+        ),
+        (
+            {"MainModel": {"ModelCode": "tiny-sd15-a", "InferenceParams": {"Steps": 151}}},
+            "MainModel.InferenceParams.Steps:",
+        ),
+        (
+            {"ImageAndMaskList": [PNG], "Image2Image": {"ImageIndex": 0, "ReferStrength": 1.01}},
+            "Image2Image.ReferStrength:",
+        ),
+        ({"MainModel": {"ModelCode": "my-own-model"}}, None),
+    ],
+)
 def test_generate_images_bounds(gateway, fields, where):
     answer = gateway.call(generate_images(**fields))
     if where is None:

@@ -1,12 +1,16 @@
 """Translation of wire requests into Jobs: the mapping rules, without HTTP or Redis."""
+
 from __future__ import annotations
 
 import pytest
 
 from api.generate.protocol import GenerateImagesRequest, GenerateImg2ImgRequest
 from api.generate.serving import translate_images, translate_legacy
+from openpik.routing import DEFAULT_QUEUE
 from openpik.settings import Settings
 from tests.requests import PNG, img2img
+
+pytestmark = pytest.mark.models
 
 
 def legacy(**fields) -> GenerateImg2ImgRequest:
@@ -19,8 +23,20 @@ def settings() -> Settings:
 
 
 def test_legacy_mapping(catalog, settings):
-    job = translate_legacy(legacy(Width=100, Height=75, ReferenceScale=0.25, ClipSkip=2, Sampler="k_euler_a",
-                                  PositivePrompts=["a", "b"], NegativePrompts=["c"]), catalog, "k", settings).job
+    job = translate_legacy(
+        legacy(
+            Width=100,
+            Height=75,
+            ReferenceScale=0.25,
+            ClipSkip=2,
+            Sampler="k_euler_a",
+            PositivePrompts=["a", "b"],
+            NegativePrompts=["c"],
+        ),
+        catalog,
+        "k",
+        settings,
+    ).job
     assert (job.width, job.height, job.strength, job.clip_skip, job.sampler) == (104, 72, 0.75, 2, "Euler a")
     assert (job.prompt, job.negative_prompt, job.init_image) == ("a, b", "c", "init")
     assert job.vae is not None and job.vae.vae_id == catalog.main_model(1).vae
@@ -39,17 +55,25 @@ def test_translation_is_asked_for_only_when_the_catalog_has_a_translator(catalog
 
 
 def test_generate_images_uses_catalog_defaults_and_image_indexes(catalog, settings):
-    request = GenerateImagesRequest.model_validate({
-        "Action": "GenerateImages", "PublicKey": "k", "Signature": "s", "MainModel": {"ModelCode": "tiny-sd15-b"},
-        "ImageAndMaskList": [PNG], "Image2Image": {"ImageIndex": 0, "ReferStrength": 0.3, "ResizeMode": "CropAndResize"},
-        "Width": 64, "Height": 64, "Tileable": True,
-    })
+    request = GenerateImagesRequest.model_validate(
+        {
+            "Action": "GenerateImages",
+            "PublicKey": "k",
+            "Signature": "s",
+            "MainModel": {"ModelCode": "tiny-sd15-b"},
+            "ImageAndMaskList": [PNG],
+            "Image2Image": {"ImageIndex": 0, "ReferStrength": 0.3, "ResizeMode": "CropAndResize"},
+            "Width": 64,
+            "Height": 64,
+            "Tileable": True,
+        }
+    )
     submission = translate_images(request, catalog, "k", settings)
     job, defaults = submission.job, catalog.main_model(2).defaults
     assert (job.steps, job.sampler, job.cfg_scale) == (defaults.steps, defaults.sampler, defaults.cfg_scale)
     assert job.init_image == "image0" and job.init_resize_mode == "CropAndResize" and job.tileable
     assert job.strength == pytest.approx(0.7) and job.seed == -1 and job.translate_prompts
-    assert set(submission.images) == {"image0"} and submission.queue == "openpik.default"
+    assert set(submission.images) == {"image0"} and submission.queue == DEFAULT_QUEUE
 
 
 def test_the_cost_cap_is_off_by_default_and_refuses_expensive_tasks_when_set(catalog):

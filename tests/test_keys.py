@@ -1,4 +1,5 @@
 """Key stores (file and Redis) and the `openpik-keys` command line."""
+
 from __future__ import annotations
 
 import os
@@ -22,14 +23,14 @@ from api.keys import (
 )
 from api.keys_cli import main as keys_cli
 from openpik.settings import Settings
+from tests.stack import RedisDb, open_redis
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TEST_REDIS_DB = 15
 
 
 @pytest.fixture
 def redis_client():
-    client = redis.Redis(host="127.0.0.1", port=6379, db=TEST_REDIS_DB, decode_responses=True)
+    client = open_redis(RedisDb.KEYS, decode_responses=True)
     try:
         client.ping()
     except redis.ConnectionError:
@@ -127,7 +128,7 @@ def test_another_instance_sees_changes(make_store):
 
 def test_redis_store_accepts_a_bytes_client(redis_client, redis_prefix):
     key = RedisKeyStore(redis_client, prefix=redis_prefix).create("alice")
-    raw_client = redis.Redis(host="127.0.0.1", port=6379, db=TEST_REDIS_DB)
+    raw_client = open_redis(RedisDb.KEYS)
     try:
         assert RedisKeyStore(raw_client, prefix=redis_prefix).list() == [key]
     finally:

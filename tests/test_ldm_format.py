@@ -3,6 +3,7 @@
 The single file is loaded with a config folder that holds no weights, so every weight the
 loaded pipeline has can only have come from the file.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,6 +15,8 @@ from safetensors.torch import load_file
 
 from models_registry.ldm_format import TEXT_ENCODER_PREFIX, UNET_PREFIX, VAE_PREFIX, write_ldm_checkpoint
 from models_registry.tiny import TINY_SIZE, build_main_model, write_config_folder
+
+pytestmark = pytest.mark.models
 
 COMPONENTS = ("unet", "vae", "text_encoder")
 
@@ -60,8 +63,14 @@ def test_single_file_weights_are_identical(pipelines, component):
 
 def test_single_file_generates_identical_pixels(pipelines):
     images = [
-        pipe("a red apple", num_inference_steps=2, height=TINY_SIZE, width=TINY_SIZE, output_type="np",
-             generator=torch.Generator().manual_seed(7)).images
+        pipe(
+            "a red apple",
+            num_inference_steps=2,
+            height=TINY_SIZE,
+            width=TINY_SIZE,
+            output_type="np",
+            generator=torch.Generator().manual_seed(7),
+        ).images
         for pipe in pipelines
     ]
 

@@ -3,6 +3,7 @@
 The worker runs OPENPIK_ENGINE=stub (instant solid images), so what is loaded is the
 gateway, Redis, Celery and the result store. Zero 5xx; every accepted task ends Finished.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,12 +13,13 @@ import os
 
 import httpx
 import pytest
-import redis
 
+from openpik.task_records import record_key
 from tests.requests import txt2img
-from tests.stack import KEY_A, KEY_B, Gateway, Worker, fresh_redis, signed, stack_settings, wait_for
+from tests.stack import KEY_A, KEY_B, RedisDb, open_redis, running_stack, signed, stack_settings, wait_for
 
-REDIS_DB = 7
+pytestmark = [pytest.mark.stack, pytest.mark.models]
+
 REQUESTS = int(os.environ.get("OPENPIK_LOAD_REQUESTS", "2000"))
 CLIENTS = 16
 
@@ -25,13 +27,10 @@ CLIENTS = 16
 @pytest.fixture(scope="module")
 def stack(tiny_catalog_path, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("load")
-    fresh_redis(REDIS_DB)
     # Limits have their own test.
-    gateway = Gateway(stack_settings(tiny_catalog_path, tmp, REDIS_DB, engine="stub", max_queued_per_key="0")).start()
-    worker = Worker(gateway.env, tmp, "stub").start()
-    yield gateway
-    worker.stop()
-    gateway.stop()
+    env = stack_settings(tiny_catalog_path, tmp, RedisDb.LOAD, engine="stub", max_queued_per_key="0")
+    with running_stack(env, tmp, worker="stub") as running:
+        yield running.gateway
 
 
 def request_mix():
@@ -75,12 +74,12 @@ def test_thousands_of_requests_no_5xx_and_every_accepted_task_finishes(stack):
     accepted = [answer["TaskUID"] for kind, _, answer in results if kind == "generate" and answer["RetCode"] == 0]
     print(f"\n{REQUESTS} requests: " + str(collections.Counter(a["RetCode"] for _, _, a in results)))
 
-    client = redis.Redis(db=REDIS_DB)
+    client = open_redis(RedisDb.LOAD)
 
     def finished() -> bool:
         with client.pipeline(transaction=False) as pipe:
             for task in accepted:
-                pipe.hget(f"openpik:task:{task}", "status")
+                pipe.hget(record_key(task), "status")
             return all(status == b"Finished" for status in pipe.execute())
 
     wait_for(finished, timeout=300, interval=1, message="every accepted task to finish")

@@ -1,9 +1,13 @@
 """LoRA adapters: loaded once, selected per request, never baked into the base weights."""
+
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tests.engine_helpers import pixels, run
+
+pytestmark = pytest.mark.models
 
 
 def test_weight_zero_equals_no_lora(engine, make_job):

@@ -1,12 +1,21 @@
 """The light contract stays light, the gateway stays off the worker, and the worker cannot reach the hub."""
+
 from __future__ import annotations
 
 import subprocess
 import sys
 
 LIGHT_MODULES = (
-    "openpik.job", "openpik.settings", "openpik.vocabulary", "openpik.samplers", "openpik.routing",
-    "openpik.task_records", "openpik.signing", "models_registry.catalog", "worker.samplers", "worker.interface",
+    "openpik.job",
+    "openpik.settings",
+    "openpik.vocabulary",
+    "openpik.samplers",
+    "openpik.routing",
+    "openpik.task_records",
+    "openpik.signing",
+    "models_registry.catalog",
+    "worker.samplers",
+    "worker.interface",
 )
 HEAVY = {"torch", "diffusers", "transformers"}
 

@@ -4,6 +4,7 @@ The gateway signs what it parsed from the JSON text the browser sent, so parity 
 sign_js(body) == sign_py(json.loads(JSON.stringify(body))), checked on the spec's vectors,
 on hand-picked edge cases and on random bodies.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,16 +18,26 @@ import httpx
 import pytest
 import redis
 
+from openpik.samplers import SAMPLERS
 from openpik.signing import sign, string_to_sign
 from openpik.task_records import image_key
 from tests.stack import KEY_A, REPO
 from tests.test_signature import VECTORS
-from openpik.samplers import SAMPLERS
+
+pytestmark = [pytest.mark.stack, pytest.mark.models]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 PAGE_FILES = [REPO / "api" / "playground" / name for name in ("index.html", "app.js", "app.css")]
 
 # Each body is signed by the page, then its JSON.stringify text is signed by Python.
@@ -39,8 +50,10 @@ return Promise.all(bodies.map(async (body) => [JSON.stringify(body), await windo
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("Chromium is not installed: `apt-get install -y chromium chromium-driver` as root "
-                    "(make test runs scripts/ensure-chromium.sh, which does it)")
+        pytest.skip(
+            "Chromium is not installed: `apt-get install -y chromium chromium-driver` as root "
+            "(make test runs scripts/ensure-chromium.sh, which does it)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -66,8 +79,9 @@ def test_the_page_and_its_files_are_served_self_only_with_nosniff(live_stack):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert page.headers["content-security-policy"].startswith("default-src 'self';")
     assert page.headers["x-content-type-options"] == "nosniff"
-    assert re.findall(r"<option>([^<]+)</option>", page.text.split('id="sampler"')[1].split("</select>")[0]) \
-        == list(SAMPLERS)
+    assert re.findall(r"<option>([^<]+)</option>", page.text.split('id="sampler"')[1].split("</select>")[0]) == list(
+        SAMPLERS
+    )
     script = httpx.get(f"{live_stack.url}/playground/app.js", timeout=10)
     assert script.headers["content-type"].startswith("text/javascript")
     assert script.headers["x-content-type-options"] == "nosniff"
@@ -81,8 +95,7 @@ def test_the_page_loads_nothing_from_elsewhere():
 
 @pytest.mark.parametrize(("body", "private_key", "expected_string", "expected_signature"), VECTORS)
 def test_the_page_signs_the_spec_vectors(page, body, private_key, expected_string, expected_signature):
-    assert page.execute_script("return window.openpik.stringToSign(...arguments)", body, private_key) \
-        == expected_string
+    assert page.execute_script("return window.openpik.stringToSign(...arguments)", body, private_key) == expected_string
     assert page.execute_script(SIGN_IN_PAGE, [body], private_key)[0][1] == expected_signature
 
 
@@ -92,7 +105,7 @@ EDGE_CASES = [
     {"Under1e21": 123456789012345678901.0, "Money": 123456.789, "Exp": 1e-6, "Below": 9.99e-7},
     {"b": 1, "a": True, "B": False, "_": None, "": "empty key", "é": "", "\uff5e": 1, "\U0001f600": 2},
     {"Nested": {"z": [1, 2.5, {"y": None, "x": [True, "s"]}], "A": {}}, "List": [[], [[]], ""]},
-    {"Prompt": "an apple, 苹果 🍎 \"quoted\" \\ back\nline", "request_uuid": "u"},
+    {"Prompt": 'an apple, 苹果 🍎 "quoted" \\ back\nline', "request_uuid": "u"},
 ]
 
 
@@ -122,8 +135,8 @@ def random_value(rng: random.Random, depth: int):
     return {
         "float": lambda: random_float(rng),
         "small": lambda: rng.uniform(-1, 1) * 10.0 ** rng.randint(-12, 0),
-        "int": lambda: rng.randint(-2**53, 2**53),
-        "big": lambda: rng.randint(-2**80, 2**80),
+        "int": lambda: rng.randint(-(2**53), 2**53),
+        "big": lambda: rng.randint(-(2**80), 2**80),
         "text": lambda: random_text(rng),
         "bool": lambda: rng.random() < 0.5,
         "null": lambda: None,
@@ -159,8 +172,9 @@ def test_generate_txt2img_in_the_page_shows_the_image(page, live_stack):
     assert "/results/" in image.get_attribute("src")
     assert page.execute_script("return arguments[0].naturalWidth", image) == 64
     assert page.find_element(By.ID, "status").text.endswith("Finished 100%")
-    assert page.find_element(By.CSS_SELECTOR, "#results a[download]").get_attribute("href") == \
-        image.get_attribute("src")
+    assert page.find_element(By.CSS_SELECTOR, "#results a[download]").get_attribute("href") == image.get_attribute(
+        "src"
+    )
     assert not [entry for entry in page.get_log("browser") if entry["level"] == "SEVERE"]
 
 

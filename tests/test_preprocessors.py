@@ -1,4 +1,5 @@
 """The ControlNet preprocessors on the tiny catalog's random-weight annotator files."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,10 +14,10 @@ from PIL import Image, ImageDraw
 from models_registry.catalog import load_catalog
 from models_registry.tiny import DEFAULT_CATALOG
 from models_registry.tiny_annotators import ANNOTATOR_FILES
-from worker import preprocessors
 from openpik.job import ControlUnit
-from worker.engine import control_map
 from openpik.vocabulary import DETECTOR_PARAMS
+from worker import preprocessors
+from worker.engine import control_map
 from worker.preprocessors import DETECTORS, PreprocessorError, Preprocessors
 
 SIZE = 64
@@ -46,17 +47,26 @@ def runner(catalog) -> Preprocessors:
     return Preprocessors(catalog.annotators_dir)
 
 
+@pytest.mark.models
 @pytest.mark.parametrize("key", sorted(SHIPPED))
 def test_every_shipped_detector_runs_offline_deterministically_to_a_map_of_the_target_size(runner, shapes, key):
     """ZoeDepth alone takes ~20 s here (a 345M-parameter network at 384x512 whatever the input)."""
-    unit = ControlUnit(controlnet_id=1, path="-", image="ctl", preprocessor=key, preprocessor_params=defaults(key),
-                       detect_resolution=SIZE, resize_mode="CropAndResize")
+    unit = ControlUnit(
+        controlnet_id=1,
+        path="-",
+        image="ctl",
+        preprocessor=key,
+        preprocessor_params=defaults(key),
+        detect_resolution=SIZE,
+        resize_mode="CropAndResize",
+    )
     first = control_map(runner, unit, shapes, TARGET)
     assert first.mode == "RGB" and first.size == TARGET
     if key != "depth_zoe":
         assert np.array_equal(np.asarray(first), np.asarray(control_map(runner, unit, shapes, TARGET)))
 
 
+@pytest.mark.models
 @pytest.mark.parametrize(
     ("key", "params", "other"),
     [
@@ -68,8 +78,9 @@ def test_every_shipped_detector_runs_offline_deterministically_to_a_map_of_the_t
 )
 def test_catalog_params_reach_the_detector(catalog, shapes, key, params, other):
     runner = Preprocessors(catalog.annotators_dir)
-    assert not np.array_equal(np.asarray(runner.run(key, shapes, params, SIZE)),
-                              np.asarray(runner.run(key, shapes, other, SIZE)))
+    assert not np.array_equal(
+        np.asarray(runner.run(key, shapes, params, SIZE)), np.asarray(runner.run(key, shapes, other, SIZE))
+    )
 
 
 def test_a_missing_annotator_file_names_the_file_and_the_detector(tmp_path, shapes):
@@ -122,4 +133,6 @@ def test_importing_the_table_loads_neither_torch_nor_controlnet_aux():
         "loaded = {'torch', 'controlnet_aux'} & set(sys.modules); "
         "assert not loaded, loaded"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(preprocessors.__file__)))
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(preprocessors.__file__))
+    )

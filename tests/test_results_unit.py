@@ -1,4 +1,5 @@
 """The folder result store: atomic writes, reads, and deletion of expired results."""
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ construction (worker.samplers), with no pipeline.
 The expected table is restated here from diffusers' A1111/k-diffusion mapping rather than read
 from the modules, so that a wrong entry fails a test instead of agreeing with itself.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -110,9 +111,7 @@ def test_horde_aliases_resolve_to_non_karras_names(alias, canonical):
     assert canonical_sampler(f" {alias.upper()} ") == canonical
 
 
-@pytest.mark.parametrize(
-    ("name", "canonical"), [("ddim", "DDIM"), ("plms", "PLMS"), ("unipc", "UniPC")]
-)
+@pytest.mark.parametrize(("name", "canonical"), [("ddim", "DDIM"), ("plms", "PLMS"), ("unipc", "UniPC")])
 def test_lowercase_names_just_work(name, canonical):
     assert canonical_sampler(name) == canonical
 
@@ -185,13 +184,8 @@ def test_unknown_sampler_names_the_name_and_lists_accepted():
 
 
 def test_import_pulls_in_neither_torch_nor_diffusers():
-    code = (
-        "import sys, worker.samplers; "
-        "print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))"
-    )
+    code = "import sys, worker.samplers; print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))"
     path = [str(REPO), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

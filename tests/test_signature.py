@@ -1,4 +1,5 @@
 """The signature contract of spec section 2: test vectors, number formatting, verify() order."""
+
 from __future__ import annotations
 
 import math
@@ -246,7 +247,7 @@ def test_timestamp_not_a_number(timestamp):
 
 
 def test_timestamp_required_but_missing():
-    with pytest.raises(TimestampOutOfWindow, match="Timestamp.*required"):
+    with pytest.raises(TimestampOutOfWindow, match=r"Timestamp.*required"):
         _verify(_signed(), require_timestamp=True)
     assert _verify(_signed(Timestamp=int(NOW)), require_timestamp=True) == PUBLIC
 

@@ -1,4 +1,5 @@
 """Every way a task can stop maps to its TaskErrorCode through worker.errors' one table."""
+
 from __future__ import annotations
 
 import pytest

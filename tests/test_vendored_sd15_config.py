@@ -1,11 +1,15 @@
 """configs/sd15: what a single-file SD1.5 checkpoint needs to load offline."""
+
 from __future__ import annotations
 
+import pytest
 from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from models_registry.catalog import VENDORED_SD15_CONFIG as SD15
+
+pytestmark = pytest.mark.models
 
 
 def _parameters(model) -> int:

@@ -4,6 +4,7 @@ Nothing is ever downloaded at run time: models are local files the catalog names
 the hub's offline switch here, before any Hugging Face library is imported, makes an
 accidental hub lookup fail at once instead of reaching out.
 """
+
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"

@@ -6,6 +6,7 @@ seconds of kernel time per full-size image (bench/stack_overhead.py). Keeping bl
 ``MMAP_THRESHOLD`` on the heap and never trimming it makes the worker reuse its memory; its
 resident size then stays at its peak, which is what a GPU worker's host process does anyway.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -5,6 +5,7 @@ task whose worker died, one task at a time per GPU (the prefork pool and concurr
 here and nowhere else), time limits, and a Redis visibility timeout above the hard limit so a
 task that is merely slow is never delivered twice.
 """
+
 from __future__ import annotations
 
 from celery import Celery

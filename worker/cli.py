@@ -4,6 +4,7 @@ Start one per GPU (`--gpu N` makes only that device visible) and give each node 
 of the model groups it holds (`--queues openpik.default,openpik.anime`). Each serves its
 Prometheus metrics on `--metrics-port` and logs task state changes as JSON lines.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,20 +15,24 @@ import socket
 import tempfile
 
 from openpik.logs import configure_json_logging
+from openpik.routing import DEFAULT_QUEUE
 from openpik.settings import get_settings
 from worker.allocator import keep_freed_memory
-from openpik.routing import DEFAULT_QUEUE
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="openpik-worker", description=__doc__)
-    parser.add_argument("--queues", default=DEFAULT_QUEUE,
-                        help="comma-separated queues: openpik.<group> per catalog model group")
+    parser.add_argument(
+        "--queues", default=DEFAULT_QUEUE, help="comma-separated queues: openpik.<group> per catalog model group"
+    )
     parser.add_argument("--gpu", type=int, help="the one GPU this worker uses (sets CUDA_VISIBLE_DEVICES)")
     parser.add_argument("--name", help="worker name (default: openpik-<gpu>@<host>)")
     parser.add_argument("--loglevel", default="INFO")
-    parser.add_argument("--metrics-port", type=int,
-                        help="Prometheus metrics port (default OPENPIK_WORKER_METRICS_PORT + the --gpu index; 0: off)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="Prometheus metrics port (default OPENPIK_WORKER_METRICS_PORT + the --gpu index; 0: off)",
+    )
     args = parser.parse_args(argv)
 
     if args.gpu is not None:
@@ -39,8 +44,19 @@ def main(argv: list[str] | None = None) -> None:
     if get_settings().keep_freed_memory:
         keep_freed_memory()
     with exported_metrics(metrics_port(args.metrics_port, args.gpu)):
-        app.worker_main(["worker", "--queues", args.queues, "--hostname", name, "--loglevel", args.loglevel,
-                         "--without-gossip", "--without-mingle"])
+        app.worker_main(
+            [
+                "worker",
+                "--queues",
+                args.queues,
+                "--hostname",
+                name,
+                "--loglevel",
+                args.loglevel,
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
 
 
 def metrics_port(requested: int | None, gpu: int | None) -> int:

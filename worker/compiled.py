@@ -12,6 +12,7 @@ and the merge is copied into the slot in place (peft's hot swap). No LoRA is a s
 The text encoder is not compiled but gets the same slot, so both follow one rule. Shapes are
 compiled dynamic, and worker/warmup.py traces the graphs before the first task.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -105,8 +106,10 @@ class MergedLoras:
                 hotswap_adapter_from_state_dict(getattr(pipe, component), state, SLOT, _slot_config(self.lora_rank))
             except RuntimeError as exc:
                 names = ", ".join(str(lora.lora_id) for lora in loras)
-                raise ModelLoadError(f"LoRA {names} trains layers outside the compiled LoRA slot "
-                                     f"(OPENPIK_COMPILE=false serves it): {exc}") from exc
+                raise ModelLoadError(
+                    f"LoRA {names} trains layers outside the compiled LoRA slot "
+                    f"(OPENPIK_COMPILE=false serves it): {exc}"
+                ) from exc
 
     def _read(self, lora: LoraRef) -> dict[str, Factors]:
         if lora.path not in self._factors:
@@ -123,8 +126,10 @@ class MergedLoras:
     def _check_rank(self, state: dict[str, torch.Tensor], loras: tuple[LoraRef, ...]) -> None:
         rank = max((t.shape[0] for k, t in state.items() if ".lora_A." in k), default=0)
         if rank > self.lora_rank:
-            raise ModelLoadError(f"the LoRAs of this request add up to rank {rank}, above the compiled slot's "
-                                 f"{self.lora_rank} (OPENPIK_COMPILE_LORA_RANK)")
+            raise ModelLoadError(
+                f"the LoRAs of this request add up to rank {rank}, above the compiled slot's "
+                f"{self.lora_rank} (OPENPIK_COMPILE_LORA_RANK)"
+            )
 
 
 def merge(weighted: Iterable[tuple[Factors, float]]) -> dict[str, torch.Tensor]:

@@ -2,6 +2,7 @@
 
 Pure image functions, used for control maps and img2img reference images alike.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -4,6 +4,7 @@ diffusers has one global switch (``guess_mode``) for the whole request. PICPIK s
 mode per unit, so each unit's ControlNet is wrapped in a ``ModedControlNet`` that shapes its
 own residuals; the pipeline itself runs with ``guess_mode=False`` and sums the units.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -36,21 +37,39 @@ class ModedControlNet(torch.nn.Module):
     def config(self):
         return self.controlnet.config
 
-    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale=1.0,
-                guess_mode=False, **kwargs):
+    def forward(
+        self,
+        sample,
+        timestep,
+        encoder_hidden_states,
+        controlnet_cond,
+        conditioning_scale=1.0,
+        guess_mode=False,
+        **kwargs,
+    ):
         if self.mode == "Balanced":
-            return self.controlnet(sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale,
-                                   guess_mode=False, **kwargs)
+            return self.controlnet(
+                sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale, guess_mode=False, **kwargs
+            )
         if self.mode == "MyPromptIsMoreImportant" or not self.cfg_batch:
-            return self.controlnet(sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale,
-                                   guess_mode=True, **kwargs)
-        return self._conditional_half_only(sample, timestep, encoder_hidden_states, controlnet_cond,
-                                           conditioning_scale, **kwargs)
+            return self.controlnet(
+                sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale, guess_mode=True, **kwargs
+            )
+        return self._conditional_half_only(
+            sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale, **kwargs
+        )
 
     def _conditional_half_only(self, sample, timestep, encoder_hidden_states, controlnet_cond, scale, **kwargs):
         half = sample.shape[0] // 2
-        down, mid = self.controlnet(sample[half:], timestep, encoder_hidden_states[half:], controlnet_cond[half:],
-                                    scale, guess_mode=True, **kwargs)
+        down, mid = self.controlnet(
+            sample[half:],
+            timestep,
+            encoder_hidden_states[half:],
+            controlnet_cond[half:],
+            scale,
+            guess_mode=True,
+            **kwargs,
+        )
         down = tuple(torch.cat([torch.zeros_like(d), d]) for d in down)
         return down, torch.cat([torch.zeros_like(mid), mid])
 
@@ -58,8 +77,9 @@ class ModedControlNet(torch.nn.Module):
 class ControlNetCache:
     """ControlNet models, loaded once per process and combined per request."""
 
-    def __init__(self, device: torch.device, dtype: torch.dtype, capacity: int = 8,
-                 compile_options: CompileOptions | None = None):
+    def __init__(
+        self, device: torch.device, dtype: torch.dtype, capacity: int = 8, compile_options: CompileOptions | None = None
+    ):
         self.device = device
         self.dtype = dtype
         self.compile_options = compile_options

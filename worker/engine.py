@@ -1,4 +1,5 @@
 """Runs a Job on diffusers: the mapping from our Job onto a pipeline call, in one place."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -37,6 +38,7 @@ PIPELINES = {
 }
 # The call argument that carries the control images, per pipeline kind (has a reference image).
 CONTROL_IMAGE_ARGUMENT = {False: "image", True: "control_image"}
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -77,16 +79,22 @@ def diffusers_clip_skip(clip_skip: int) -> int | None:
 class Engine:
     """One per worker process: owns the model cache and turns Jobs into images (an ImageEngine)."""
 
-    def __init__(self, settings: Settings | None = None, annotators_dir: Path | None = None,
-                 translator_dir: Path | None = None):
+    def __init__(
+        self, settings: Settings | None = None, annotators_dir: Path | None = None, translator_dir: Path | None = None
+    ):
         settings = settings or get_settings()
         self.device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, self.device)
         self.micro_batch_pixels = settings.micro_batch_pixels
         self.vae_tiling_pixels = settings.vae_tiling_pixels
         compile_options = CompileOptions.from_settings(settings)
-        self.cache = PipelineCache(self.device, dtype, budget_bytes=settings.pipeline_cache_mb * 2**20,
-                                   lora_slots=settings.lora_cache_size, compile_options=compile_options)
+        self.cache = PipelineCache(
+            self.device,
+            dtype,
+            budget_bytes=settings.pipeline_cache_mb * 2**20,
+            lora_slots=settings.lora_cache_size,
+            compile_options=compile_options,
+        )
         self.controlnets = ControlNetCache(self.device, dtype, compile_options=compile_options)
         self.preprocessors = Preprocessors(annotators_dir, self.device)
         self.translator_dir = translator_dir
@@ -97,7 +105,9 @@ class Engine:
             raise ModelLoadError("prompt translation was asked for but the catalog names no translator")
         return Translator(self.translator_dir)
 
-    def run(self, job: Job, images: Mapping[str, Image.Image], on_progress: ProgressHook | None = None) -> GenerationResult:
+    def run(
+        self, job: Job, images: Mapping[str, Image.Image], on_progress: ProgressHook | None = None
+    ) -> GenerationResult:
         if job.translate_prompts:
             job = self.translator.translate_job(job)
         loaded = self.cache.model(job.model)
@@ -129,10 +139,12 @@ class Engine:
         )
         if job.controlnets:
             cfg_batch = job.cfg_scale > 1
-            components["controlnet"] = MultiControlNetModel([
-                ModedControlNet(self.controlnets.get(unit.controlnet_id, unit.path), unit.mode, cfg_batch)
-                for unit in job.controlnets
-            ])
+            components["controlnet"] = MultiControlNetModel(
+                [
+                    ModedControlNet(self.controlnets.get(unit.controlnet_id, unit.path), unit.mode, cfg_batch)
+                    for unit in job.controlnets
+                ]
+            )
         pipe = PIPELINES[(job.init_image is not None, bool(job.controlnets))](**components)
         pipe.set_progress_bar_config(disable=True)
         large = job.width * job.height > self.vae_tiling_pixels
@@ -169,8 +181,9 @@ class Engine:
         return call | dict(image=init, strength=effective_strength(job.strength, job.steps))
 
 
-def control_map(preprocessors: Preprocessors, unit: ControlUnit, image: Image.Image,
-                size: tuple[int, int]) -> Image.Image:
+def control_map(
+    preprocessors: Preprocessors, unit: ControlUnit, image: Image.Image, size: tuple[int, int]
+) -> Image.Image:
     """The unit's control image through its preprocessor, fitted to the output size."""
     try:
         detected = preprocessors.run(unit.preprocessor, image, unit.preprocessor_params, unit.detect_resolution)

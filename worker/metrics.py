@@ -6,6 +6,7 @@ process writes its values to files in PROMETHEUS_MULTIPROC_DIR, and the parent's
 (`serve`) adds them up. openpik-worker sets that variable before this module is imported
 (prometheus_client chooses its mode on import). Never imports torch unless the engine is on CUDA.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,17 +17,27 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from openpik.task_records import TaskRecord
 from openpik.vocabulary import ENDED_STATUSES, TaskStatus
 
-TASK_DURATION = Histogram("openpik_task_duration_seconds", "From a task's start to Finished or Error",
-                          buckets=(0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 900))
-QUEUE_WAIT = Histogram("openpik_task_queue_wait_seconds", "From the gateway's acceptance to the first start",
-                       buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600))
+TASK_DURATION = Histogram(
+    "openpik_task_duration_seconds",
+    "From a task's start to Finished or Error",
+    buckets=(0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 900),
+)
+QUEUE_WAIT = Histogram(
+    "openpik_task_queue_wait_seconds",
+    "From the gateway's acceptance to the first start",
+    buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600),
+)
 TASKS = Counter("openpik_tasks_total", "Tasks ended, by status (Finished, Error)", ["status"])
 CACHE_HITS = Counter("openpik_pipeline_cache_hits_total", "Tasks whose main model was already loaded")
 CACHE_MISSES = Counter("openpik_pipeline_cache_misses_total", "Tasks whose main model had to be loaded")
 CACHE_EVICTIONS = Counter("openpik_pipeline_cache_evictions_total", "Main models unloaded to fit the budget")
 MODEL_LOADS = Counter("openpik_model_loads_total", "Weights loaded from disk, by kind", ["kind"])
-GPU_MEMORY = Gauge("openpik_gpu_memory_bytes", "GPU memory held by tensors after the last task "
-                   "(torch.cuda.memory_allocated); absent on CPU", ["device"], multiprocess_mode="mostrecent")
+GPU_MEMORY = Gauge(
+    "openpik_gpu_memory_bytes",
+    "GPU memory held by tensors after the last task (torch.cuda.memory_allocated); absent on CPU",
+    ["device"],
+    multiprocess_mode="mostrecent",
+)
 
 for _status in ENDED_STATUSES:  # both series exist from the start, so rates and alerts see a zero, not nothing
     TASKS.labels(_status.value)
@@ -58,11 +69,20 @@ def task_changed(record: TaskRecord | None) -> None:
         return
     waited = record.started_at - record.created_at
     ran = record.finished_at - record.started_at if record.status in ENDED_STATUSES else None
-    log.info("task %s", record.status.value, extra={
-        "task_uid": record.task_id, "status": record.status.value, "error_code": record.error_code,
-        "attempt": record.attempts, "worker": record.worker, "queue": record.queue,
-        "queue_wait_ms": round(waited * 1000, 1), "duration_ms": None if ran is None else round(ran * 1000, 1),
-    })
+    log.info(
+        "task %s",
+        record.status.value,
+        extra={
+            "task_uid": record.task_id,
+            "status": record.status.value,
+            "error_code": record.error_code,
+            "attempt": record.attempts,
+            "worker": record.worker,
+            "queue": record.queue,
+            "queue_wait_ms": round(waited * 1000, 1),
+            "duration_ms": None if ran is None else round(ran * 1000, 1),
+        },
+    )
     if record.status == TaskStatus.RUNNING and record.attempts == 1:
         QUEUE_WAIT.observe(waited)
     if ran is not None:

@@ -6,6 +6,7 @@ exceeded. LoRAs stay loaded as named adapters of the model they were loaded into
 selected per request (``set_adapters``), never fused: fusing is not bit-exact to undo.
 Compiled models instead hold one slot that a request's LoRAs are merged into (compiled.py).
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,14 @@ class CacheStats:
 
 
 class PipelineCache:
-    def __init__(self, device: torch.device, dtype: torch.dtype, budget_bytes: int, lora_slots: int,
-                 compile_options: CompileOptions | None = None):
+    def __init__(
+        self,
+        device: torch.device,
+        dtype: torch.dtype,
+        budget_bytes: int,
+        lora_slots: int,
+        compile_options: CompileOptions | None = None,
+    ):
         self.device = device
         self.dtype = dtype
         self.budget_bytes = budget_bytes

@@ -9,6 +9,7 @@ lifetime: loading one takes seconds, running it far less.
 
 torch and controlnet-aux are imported only when a detector is built.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -188,11 +189,13 @@ DETECTORS: dict[str, DetectorSpec] = {
     "lineart_anime": DetectorSpec(_loaded("LineartAnimeDetector"), _LINEART_ANIME),
     "lineart_anime_denoise": DetectorSpec(_denoised(_loaded("LineartAnimeDetector")), _LINEART_ANIME),
     "mlsd": DetectorSpec(
-        _loaded("MLSDdetector"), ("mlsd_large_512_fp32.pth",),
+        _loaded("MLSDdetector"),
+        ("mlsd_large_512_fp32.pth",),
         keywords={"value_threshold": "thr_v", "distance_threshold": "thr_d"},
     ),
     "openpose_full": DetectorSpec(
-        _loaded("OpenposeDetector"), ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
+        _loaded("OpenposeDetector"),
+        ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"),
         fixed={"include_body": True, "include_hand": True, "include_face": True},
     ),
     "depth_midas": DetectorSpec(_loaded("MidasDetector"), ("dpt_hybrid-midas-501f0c75.pt",)),
@@ -202,9 +205,10 @@ DETECTORS: dict[str, DetectorSpec] = {
     "shuffle": DetectorSpec(_seeded(_weightless("ContentShuffleDetector"))),
     "recolor_luminance": DetectorSpec(_function(_recolor("COLOR_RGB2LAB", 0)), resolution_keywords=_NO_RESOLUTION),
     "recolor_intensity": DetectorSpec(_function(_recolor("COLOR_RGB2HSV", 2)), resolution_keywords=_NO_RESOLUTION),
-    "lineart_standard": DetectorSpec(_weightless("LineartStandardDetector"), resolution_keywords=("detect_resolution",)),
+    "lineart_standard": DetectorSpec(
+        _weightless("LineartStandardDetector"), resolution_keywords=("detect_resolution",)
+    ),
 }
-
 
 
 # --- running -----------------------------------------------------------------------------
@@ -218,8 +222,9 @@ class Preprocessors:
         self.device = device if device is not None else _cpu()
         self._detectors: dict[str, Detector] = {}
 
-    def run(self, detector: str, image: Image.Image, params: Mapping[str, float],
-            detect_resolution: int | None) -> Image.Image:
+    def run(
+        self, detector: str, image: Image.Image, params: Mapping[str, float], detect_resolution: int | None
+    ) -> Image.Image:
         """The RGB control map of ``image``, at the size the detector gives."""
         spec = _spec(detector)
         resolution = DEFAULT_DETECT_RESOLUTION if detect_resolution is None else detect_resolution

@@ -9,6 +9,7 @@ The mapping follows the A1111/k-diffusion table of diffusers' scheduler overview
 "DPM++ SDE" to DPMSolverSinglestepScheduler, but DPMSolverSDEScheduler is the actual port of
 k-diffusion's ``sample_dpmpp_sde`` (Brownian-tree noise, midpoint step) that A1111 runs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -75,9 +76,7 @@ SCHEDULERS: dict[str, SamplerSpec] = {
     "DPM++ 2M SDE": _spec("DPMSolverMultistepScheduler", **_SDE),
     "DPM++ 2M SDE Karras": _spec("DPMSolverMultistepScheduler", **_SDE, **_KARRAS),
     "DPM++ 2S a": _spec("DPMSolverSinglestepScheduler", _2S_A_NOTE, **_SINGLESTEP),
-    "DPM++ 2S a Karras": _spec(
-        "DPMSolverSinglestepScheduler", _2S_A_NOTE, **_SINGLESTEP, **_KARRAS
-    ),
+    "DPM++ 2S a Karras": _spec("DPMSolverSinglestepScheduler", _2S_A_NOTE, **_SINGLESTEP, **_KARRAS),
     "DDIM": _spec("DDIMScheduler"),
     # PLMS is PNDM without its Runge-Kutta warm-up steps.
     "PLMS": _spec("PNDMScheduler", skip_prk_steps=True),
@@ -95,9 +94,7 @@ _SAMPLER_KEYS = frozenset(
 )
 
 
-def make_scheduler(
-    name: str, base_config: Mapping[str, Any], *, seed: int | None = None
-) -> SchedulerMixin:
+def make_scheduler(name: str, base_config: Mapping[str, Any], *, seed: int | None = None) -> SchedulerMixin:
     """Build the scheduler for sampler ``name`` on a model's scheduler config.
 
     ``base_config`` is usually ``pipe.scheduler.config``: it carries the model's noise schedule

@@ -3,6 +3,7 @@
 Selected with OPENPIK_ENGINE=stub. It honours everything a client can check (image count,
 size, seeds, progress) so the gateway, queue, worker and result store do their real work.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -14,7 +15,9 @@ from worker.interface import GenerationResult, ProgressHook, image_seeds
 
 
 class StubEngine:
-    def run(self, job: Job, images: Mapping[str, Image.Image], on_progress: ProgressHook | None = None) -> GenerationResult:
+    def run(
+        self, job: Job, images: Mapping[str, Image.Image], on_progress: ProgressHook | None = None
+    ) -> GenerationResult:
         seeds = image_seeds(job.seed, job.batch_size)
         for step in range(1, job.steps + 1):
             if on_progress:

@@ -3,6 +3,7 @@
 Everything a client can see goes through the task record; every way a task can end writes
 Finished or Error there, with the TaskErrorCode of spec section 8.
 """
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """Seamless tiling: circular padding in every convolution, for one request only."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator

@@ -5,6 +5,7 @@ outside ASCII (Chinese, Cyrillic, accented Latin, ...) is translated; plain ASCI
 taken as English and passed unchanged, so an English prompt never pays for (or is altered
 by) a translation.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +33,12 @@ class Translator:
 
         inputs = self.tokenizer(text, return_tensors="pt", truncation=True)
         with torch.inference_mode():
-            output = self.model.generate(**inputs, num_beams=1, do_sample=False,
-                                         max_new_tokens=min(MAX_NEW_TOKENS, self.model.config.max_position_embeddings))
+            output = self.model.generate(
+                **inputs,
+                num_beams=1,
+                do_sample=False,
+                max_new_tokens=min(MAX_NEW_TOKENS, self.model.config.max_position_embeddings),
+            )
         return self.tokenizer.decode(output[0], skip_special_tokens=True)
 
     def translate_job(self, job: Job) -> Job:

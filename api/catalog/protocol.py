@@ -1,4 +1,5 @@
 """Wire models of the catalog actions: what a client can ask for, by id and ModelCode."""
+
 from __future__ import annotations
 
 from typing import Literal

@@ -1,13 +1,13 @@
 """Wire models of the generate actions, with PICPIK's field names and ranges (spec 3.1, 3.2)."""
+
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from api.protocol_base import Envelope, SignedRequest, WireModel
 from openpik import vocabulary as vocab
-
 
 # --- legacy: GenerateImg2Img / GenerateTxt2Img ------------------------------------------
 
@@ -125,7 +125,7 @@ class ControlModelSpec(WireModel):
 class PreProcessorParams(WireModel):
     """Resolution plus the preprocessor's own parameters by name (e.g. CannyLowThreshold)."""
 
-    model_config = {**WireModel.model_config, "extra": "allow"}
+    model_config = ConfigDict(extra="allow")  # merged with WireModel's: strict, no aliases
     Resolution: vocab.DetectResolution | None = None
 
 

@@ -3,6 +3,7 @@
 Every catalog reference and range is checked here, before anything is queued; the Job that
 leaves this module speaks only our internal names. Storing and queueing it is submission.py's.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -60,9 +61,15 @@ def translate_legacy(request: LegacyRequest, catalog: Catalog, owner: str, setti
     model = _main_model(catalog, request.MainModelId, request.ModelType, owner)
     images = _Images(settings.max_image_pixels)
     fields = _shared_fields(
-        catalog, model, use_model_vae=request.UseCustomMainModelVae, positive=request.PositivePrompts,
-        negative=request.NegativePrompts, sampler=(request.Sampler, "Sampler"), width=request.Width,
-        height=request.Height, translate=request.TranslatePrompt,
+        catalog,
+        model,
+        use_model_vae=request.UseCustomMainModelVae,
+        positive=request.PositivePrompts,
+        negative=request.NegativePrompts,
+        sampler=(request.Sampler, "Sampler"),
+        width=request.Width,
+        height=request.Height,
+        translate=request.TranslatePrompt,
     ) | dict(
         steps=request.Steps,
         cfg_scale=request.CfgScale,
@@ -72,8 +79,10 @@ def translate_legacy(request: LegacyRequest, catalog: Catalog, owner: str, setti
         loras=_legacy_loras(request, catalog),
     )
     if isinstance(request, GenerateImg2ImgRequest) and request.ReferenceImage:
-        fields |= dict(init_image=images.add("init", request.ReferenceImage, "ReferenceImage"),
-                       strength=1.0 - request.ReferenceScale)
+        fields |= dict(
+            init_image=images.add("init", request.ReferenceImage, "ReferenceImage"),
+            strength=1.0 - request.ReferenceScale,
+        )
     if request.EnableControlNet is not False:
         fields["controlnets"] = tuple(
             _legacy_unit(catalog, param, f"ControlNetParams[{i}]", images)
@@ -106,28 +115,41 @@ def _legacy_unit(catalog: Catalog, param: ControlNetParam, where: str, images: _
             raise InvalidParameter(f"{where}.ControlPreSetId: preset {param.preset_id} is not configured")
         return preset_unit(catalog, param.preset_id, image, weight=param.ControlWeight)
     if param.ModelId is None or catalog.controlnet(param.ModelId) is None:
-        raise InvalidParameter(f"{where}.ModelId: a custom unit (ControlPreSetId 0) needs an existing ControlNet "
-                               f"model id (see ListControlNetProcessor ModelList); got {param.ModelId}")
+        raise InvalidParameter(
+            f"{where}.ModelId: a custom unit (ControlPreSetId 0) needs an existing ControlNet "
+            f"model id (see ListControlNetProcessor ModelList); got {param.ModelId}"
+        )
     preprocessor = _legacy_preprocessor(catalog, param.PreProcessorId, f"{where}.PreProcessorId")
     values = [param.Param1Value, param.Param2Value][: len(preprocessor.params)]
     params = [spec.default if v is None else v for spec, v in zip(preprocessor.params, values)]
     _check_params(preprocessor, params, [f"{where}.Param1Value", f"{where}.Param2Value"])
     return control_unit(
-        catalog, param.ModelId, preprocessor.id, image, params=params, weight=param.ControlWeight,
-        start=param.StartingControlStep, end=param.EndingControlStep, mode=param.ControlMode,
+        catalog,
+        param.ModelId,
+        preprocessor.id,
+        image,
+        params=params,
+        weight=param.ControlWeight,
+        start=param.StartingControlStep,
+        end=param.EndingControlStep,
+        mode=param.ControlMode,
         resize_mode=param.ResizeMode,
         detect_resolution=param.PreProcessorResolution or preprocessor.default_resolution,
     )
 
 
-def _legacy_preprocessor(catalog: Catalog, preprocessor_id, where: str) -> Preprocessor:
-    if preprocessor_id == "none":
+def _legacy_preprocessor(catalog: Catalog, preprocessor_id: int | str | None, where: str) -> Preprocessor:
+    if isinstance(preprocessor_id, int):
+        found = catalog.preprocessor(preprocessor_id)
+    elif preprocessor_id == "none":
         found = next((p for p in catalog.preprocessors if p.detector == "none"), None)
     else:
-        found = catalog.preprocessor(preprocessor_id) if preprocessor_id is not None else None
+        found = None
     if found is None:
-        raise InvalidParameter(f"{where}: a custom unit needs an existing preprocessor id "
-                               f"(see ListControlNetProcessor) or \"none\"; got {preprocessor_id}")
+        raise InvalidParameter(
+            f"{where}: a custom unit needs an existing preprocessor id "
+            f'(see ListControlNetProcessor) or "none"; got {preprocessor_id}'
+        )
     return found
 
 
@@ -140,9 +162,15 @@ def translate_images(request: GenerateImagesRequest, catalog: Catalog, owner: st
     defaults = model.defaults
     images = _Images(settings.max_image_pixels)
     fields = _shared_fields(
-        catalog, model, use_model_vae=request.UseMainModelVAE, positive=request.PositivePrompts,
-        negative=request.NegativePrompts, sampler=(params.Sampler or defaults.sampler, "MainModel.InferenceParams.Sampler"),
-        width=request.Width, height=request.Height, translate=request.TranslatePrompts,
+        catalog,
+        model,
+        use_model_vae=request.UseMainModelVAE,
+        positive=request.PositivePrompts,
+        negative=request.NegativePrompts,
+        sampler=(params.Sampler or defaults.sampler, "MainModel.InferenceParams.Sampler"),
+        width=request.Width,
+        height=request.Height,
+        translate=request.TranslatePrompts,
     ) | dict(
         steps=params.Steps or defaults.steps,
         cfg_scale=defaults.cfg_scale if params.CFGScale is None else params.CFGScale,
@@ -178,33 +206,49 @@ def _current_loras(request: GenerateImagesRequest, catalog: Catalog) -> tuple[Lo
     return tuple(refs)
 
 
-def _current_unit(catalog: Catalog, item: ControlNetItem, where: str, request: GenerateImagesRequest,
-                  images: _Images) -> ControlUnit:
+def _current_unit(
+    catalog: Catalog, item: ControlNetItem, where: str, request: GenerateImagesRequest, images: _Images
+) -> ControlUnit:
     controlnet = next((c for c in catalog.controlnets if c.model_code == item.ControlModel.ModelCode), None)
     if controlnet is None:
-        raise InvalidParameter(f"{where}.ControlModel.ModelCode: no ControlNet {item.ControlModel.ModelCode!r} "
-                               "(see ListControlNets)")
+        raise InvalidParameter(
+            f"{where}.ControlModel.ModelCode: no ControlNet {item.ControlModel.ModelCode!r} (see ListControlNets)"
+        )
     preprocessor = next((p for p in catalog.preprocessors if p.model_code == item.PreProcessor.ModelCode), None)
     if preprocessor is None:
-        raise InvalidParameter(f"{where}.PreProcessor.ModelCode: no preprocessor {item.PreProcessor.ModelCode!r} "
-                               "(see ListControlNetProcessor)")
+        raise InvalidParameter(
+            f"{where}.PreProcessor.ModelCode: no preprocessor {item.PreProcessor.ModelCode!r} "
+            "(see ListControlNetProcessor)"
+        )
     given = item.PreProcessor.InferenceParams.model_extra or {}
     by_wire_name = {wire_param_name(spec.name): spec for spec in preprocessor.params}
     for name, value in given.items():
         if name not in by_wire_name:
-            raise InvalidParameter(f"{where}.PreProcessor.InferenceParams.{name}: not a parameter of "
-                                   f"{preprocessor.model_code} (accepted: {', '.join(by_wire_name) or 'none'})")
+            raise InvalidParameter(
+                f"{where}.PreProcessor.InferenceParams.{name}: not a parameter of "
+                f"{preprocessor.model_code} (accepted: {', '.join(by_wire_name) or 'none'})"
+            )
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidParameter(f"{where}.PreProcessor.InferenceParams.{name}: must be a number")
     params = [given.get(wire_param_name(spec.name), spec.default) for spec in preprocessor.params]
-    _check_params(preprocessor, params,
-                  [f"{where}.PreProcessor.InferenceParams.{wire_param_name(s.name)}" for s in preprocessor.params])
+    _check_params(
+        preprocessor,
+        params,
+        [f"{where}.PreProcessor.InferenceParams.{wire_param_name(s.name)}" for s in preprocessor.params],
+    )
     index = _image_index(request, item.ImageIndex, f"{where}.ImageIndex")
     image = images.add(f"image{index}", request.ImageAndMaskList[index], f"ImageAndMaskList[{index}]")
     control = item.ControlModel.InferenceParams
     return control_unit(
-        catalog, controlnet.id, preprocessor.id, image, params=params, weight=control.ControlWeight,
-        start=control.StartingStep, end=control.EndingStep, mode=control.ControlMode,
+        catalog,
+        controlnet.id,
+        preprocessor.id,
+        image,
+        params=params,
+        weight=control.ControlWeight,
+        start=control.StartingStep,
+        end=control.EndingStep,
+        mode=control.ControlMode,
         resize_mode=control.ResizeMode,
         detect_resolution=item.PreProcessor.InferenceParams.Resolution or preprocessor.default_resolution,
     )
@@ -219,9 +263,18 @@ def _image_index(request: GenerateImagesRequest, index: int, where: str) -> int:
 # --- shared rules ------------------------------------------------------------------------
 
 
-def _shared_fields(catalog: Catalog, model: MainModel, *, use_model_vae: bool, positive: list[str],
-                   negative: list[str], sampler: tuple[str, str], width: int, height: int,
-                   translate: bool) -> dict[str, Any]:
+def _shared_fields(
+    catalog: Catalog,
+    model: MainModel,
+    *,
+    use_model_vae: bool,
+    positive: list[str],
+    negative: list[str],
+    sampler: tuple[str, str],
+    width: int,
+    height: int,
+    translate: bool,
+) -> dict[str, Any]:
     """The Job fields both families fill by the same rules; ``sampler`` is (name, its wire field)."""
     return dict(
         model=model_ref(model),
@@ -235,10 +288,15 @@ def _shared_fields(catalog: Catalog, model: MainModel, *, use_model_vae: bool, p
     )
 
 
-def _submission(fields: dict[str, Any], model: MainModel, images: _Images, translate: bool, catalog: Catalog,
-                settings: Settings) -> Submission:
-    return Submission(job=_job(fields, settings), queue=queue_name(model.group), images=images.stored,
-                      note=_translation_note(translate, catalog))
+def _submission(
+    fields: dict[str, Any], model: MainModel, images: _Images, translate: bool, catalog: Catalog, settings: Settings
+) -> Submission:
+    return Submission(
+        job=_job(fields, settings),
+        queue=queue_name(model.group),
+        images=images.stored,
+        note=_translation_note(translate, catalog),
+    )
 
 
 def _main_model(catalog: Catalog, model_id: int, model_type: str, owner: str) -> MainModel:
@@ -267,16 +325,20 @@ def _sampler(name: str, where: str) -> str:
 def _check_params(preprocessor: Preprocessor, values: list[float], names: list[str]) -> None:
     for spec, value, name in zip(preprocessor.params, values, names):
         if not spec.min <= value <= spec.max:
-            raise InvalidParameter(f"{name}: {spec.name} of {preprocessor.model_code} must be within "
-                                   f"[{spec.min:g}, {spec.max:g}]; got {value:g}")
+            raise InvalidParameter(
+                f"{name}: {spec.name} of {preprocessor.model_code} must be within "
+                f"[{spec.min:g}, {spec.max:g}]; got {value:g}"
+            )
 
 
-def _job(fields: dict, settings: Settings) -> Job:
+def _job(fields: dict[str, Any], settings: Settings) -> Job:
     job = Job(**fields)
     cost = job.width * job.height * job.steps * job.batch_size
     if settings.max_task_cost and cost > settings.max_task_cost:
-        raise InvalidParameter(f"Width x Height x Steps x BatchSize: {cost} exceeds this server's limit "
-                               f"{settings.max_task_cost}; ask for fewer pixels, steps or images")
+        raise InvalidParameter(
+            f"Width x Height x Steps x BatchSize: {cost} exceeds this server's limit "
+            f"{settings.max_task_cost}; ask for fewer pixels, steps or images"
+        )
     return job
 
 

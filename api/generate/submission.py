@@ -39,8 +39,14 @@ def celery_enqueue(settings: Settings) -> Enqueue:
     )
 
     def enqueue(job: Job, queue: str) -> None:
-        client.send_task(GENERATE_TASK, args=[job.model_dump(mode="json")], queue=queue, task_id=job.task_id,
-                         retry=True, retry_policy=PUBLISH_RETRY)
+        client.send_task(
+            GENERATE_TASK,
+            args=[job.model_dump(mode="json")],
+            queue=queue,
+            task_id=job.task_id,
+            retry=True,
+            retry_policy=PUBLISH_RETRY,
+        )
 
     return enqueue
 

@@ -5,6 +5,7 @@ Content-Security-Policy: its script and style are sibling files, not inline. The
 list comes from openpik.samplers, the table the gateway checks names with, so the page can
 never offer a name the workers refuse.
 """
+
 from __future__ import annotations
 
 from functools import cache
@@ -16,13 +17,16 @@ from fastapi.responses import JSONResponse, Response
 from openpik.samplers import SAMPLERS
 
 HERE = Path(__file__).parent
-ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8",
-          "favicon.svg": "image/svg+xml"}
+ASSETS = {
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
 # form-action 'none': no form can navigate, so the keys never end up in a URL even if the
 # script fails to load; frame-ancestors 'none': no other site can frame the page to phish keys.
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; object-src 'none'; base-uri 'none'; "
-                               "form-action 'none'; frame-ancestors 'none'",
+    "form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }

@@ -1,4 +1,5 @@
 """Wire models of the task queries (spec section 4), odd spellings included."""
+
 from __future__ import annotations
 
 from typing import Literal

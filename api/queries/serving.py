@@ -1,5 +1,8 @@
 """Task records -> the three query shapes. A key sees only its own tasks."""
+
 from __future__ import annotations
+
+from typing import Any
 
 from api.errors import TaskNotFound
 from api.queries.protocol import LegacyListItem, LegacyTaskDetail, TaskDetail
@@ -19,16 +22,20 @@ def own_tasks(tasks: TaskStore, task_ids: list[str], owner: str) -> list[TaskRec
     return found
 
 
-def _extensions(tasks: TaskStore, record: TaskRecord) -> dict:
+def _extensions(tasks: TaskStore, record: TaskRecord) -> dict[str, Any]:
     queued = record.status == TaskStatus.QUEUING
-    return dict(Progress=record.progress, Seeds=record.seeds,
-                QueuePosition=tasks.queue_position(record) if queued else None)
+    return dict(
+        Progress=record.progress, Seeds=record.seeds, QueuePosition=tasks.queue_position(record) if queued else None
+    )
 
 
-def legacy_detail(tasks: TaskStore, record: TaskRecord) -> dict:
+def legacy_detail(tasks: TaskStore, record: TaskRecord) -> dict[str, Any]:
     return LegacyTaskDetail(
-        TaskStatus=record.status.value, FinalPictureUrls=record.urls, TaskErrorMsg=record.error_message,
-        TaskErrorCode=record.error_code, **_extensions(tasks, record),
+        TaskStatus=record.status.value,
+        FinalPictureUrls=record.urls,
+        TaskErrorMsg=record.error_message,
+        TaskErrorCode=record.error_code,
+        **_extensions(tasks, record),
     ).model_dump()
 
 
@@ -38,7 +45,13 @@ def legacy_list_item(tasks: TaskStore, record: TaskRecord) -> LegacyListItem:
 
 def task_detail(tasks: TaskStore, record: TaskRecord) -> TaskDetail:
     return TaskDetail(
-        TaskUID=record.task_id, Action=record.action, Status=record.status.value, ImgList=record.urls,
-        Seed=record.seeds[0] if record.seeds else -1, ErrorCode=record.error_code,
-        ErrorMassage=record.error_message, ErrorMessage=record.error_message, **_extensions(tasks, record),
+        TaskUID=record.task_id,
+        Action=record.action,
+        Status=record.status.value,
+        ImgList=record.urls,
+        Seed=record.seeds[0] if record.seeds else -1,
+        ErrorCode=record.error_code,
+        ErrorMassage=record.error_message,
+        ErrorMessage=record.error_message,
+        **_extensions(tasks, record),
     )
