@@ -125,7 +125,7 @@ def _check_strings(value: Any, path: str) -> None:
     """Refuse lone surrogate escapes ("\\ud800") in keys and strings, naming the field.
 
     json.loads accepts them, but the resulting str cannot be encoded as UTF-8, which
-    would fail later (Redis, the tokenizer) as a server error instead of a 230.
+    would fail later (Redis, the tokenizer) as a server error instead of an InvalidParameter.
     """
     if isinstance(value, str):
         _check_text(value, path)

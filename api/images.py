@@ -4,7 +4,7 @@ Pillow can open dozens of formats, some with a long history of parser bugs (EPS 
 Ghostscript, TIFF has many codecs), and a small file can declare billions of pixels.
 So only PNG, JPEG and WEBP are tried whatever a data: prefix claims, the pixel count is
 checked from the header before any pixel is decoded, animated files are refused, and the
-image is decoded completely here so that a truncated or corrupt file is a 230 naming the
+image is decoded completely here so that a truncated or corrupt file is an InvalidParameter naming the
 field at the gateway, not a failed task later.
 """
 

@@ -116,7 +116,7 @@ class _StoreState:
     """Queue depth per catalog queue and task records by status, read from Redis now.
 
     When Redis does not answer these are left out and the request metrics still come:
-    they are what shows the outage (RetCode 150).
+    they are what shows the outage (ServiceUnavailable answers).
     """
 
     def __init__(self, services: Services):

@@ -17,7 +17,8 @@ class SignedRequest(WireModel):
     PublicKey: str
     Signature: str
     request_uuid: str | None = Field(default=None, max_length=128)
-    # Absent, not null: the signature check refuses a null Timestamp (174), so the document must not offer it.
+    # Absent, not null: the signature check refuses a null Timestamp (TimestampOutOfWindow),
+    # so the document must not offer it.
     Timestamp: int | str | SkipJsonSchema[None] = Field(default=None, description="Optional signed unix time (ours)")
 
 

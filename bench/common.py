@@ -76,7 +76,7 @@ def ms(value_s: float) -> str:
 def stack_env(catalog: Path, work: Path) -> dict[str, str]:
     """Settings of a gateway and workers on RedisDb.BENCH, with the backpressure limits off.
 
-    The limits would answer 180/150 once a benchmark has queued a few hundred tasks, and then
+    The limits would answer TooManyQueued/LoadShedding once a benchmark has queued a few hundred tasks, and then
     the benchmark would measure refusals.
     """
     from tests.stack import RedisDb, stack_settings

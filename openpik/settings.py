@@ -34,8 +34,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=32 * 2**20, ge=1024, description="Request body cap (HTTP 413 above)")
     max_json_depth: int = Field(default=32, ge=4, le=256, description="Deepest JSON nesting accepted")
     max_image_pixels: int = Field(default=4096 * 4096, ge=64 * 64, description="Pixel cap of each client image")
-    max_queue_depth: int = Field(default=10000, ge=0, description="Tasks waiting in a queue before new ones get 150")
-    max_queued_per_key: int = Field(default=200, ge=0, description="Tasks one key may have waiting before 180")
+    max_queue_depth: int = Field(default=10000, ge=0, description="Tasks waiting before new ones are shed")
+    max_queued_per_key: int = Field(default=200, ge=0, description="Tasks one key may have waiting")
     engine: Literal["diffusers", "stub"] = Field(
         default="diffusers", description="stub: instant solid images, for load-testing the stack without a GPU"
     )
@@ -43,7 +43,7 @@ class Settings(BaseSettings):
         default=0, ge=0, description="Cap on Width x Height x Steps x BatchSize per task; 0 = off (as PICPIK)"
     )
 
-    soft_time_limit_s: int = Field(default=600, ge=1, description="A task past this ends as Error 1003")
+    soft_time_limit_s: int = Field(default=600, ge=1, description="A task past this ends with a TimeLimitError")
     hard_time_limit_s: int = Field(default=660, ge=1, description="The worker child is killed past this")
     max_attempts: int = Field(default=3, ge=1, description="Lost workers a task survives before it ends as Error")
     progress_interval_s: float = Field(default=0.25, ge=0, description="Least time between progress writes")

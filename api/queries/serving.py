@@ -13,7 +13,7 @@ from openpik.vocabulary import TaskStatus
 def own_tasks(tasks: TaskStore, task_ids: list[str], owner: str) -> list[TaskRecord]:
     """The caller's records among ``task_ids``, in order; unknown and foreign ids alike are left out.
 
-    When none is left the answer is 250, the same for unknown and foreign ids, so a key
+    When none is left the answer is TaskNotFound, the same for unknown and foreign ids, so a key
     cannot probe which ids exist.
     """
     found = [r for r in tasks.get_many(task_ids) if r is not None and r.owner == owner]
