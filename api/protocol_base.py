@@ -31,6 +31,16 @@ class Envelope(BaseModel):
     request_uuid: str | None = None
 
 
-def wire_param_name(name: str) -> str:
-    """A catalog parameter name as PICPIK's current actions spell it: low_threshold -> LowThreshold."""
+def wire_param_name(preprocessor_code: str, name: str) -> str:
+    """A preprocessor parameter as ListControlNets lists it and GenerateImages takes it:
+    canny's low_threshold -> CannyLowThreshold."""
+    return _camel(preprocessor_code) + _camel(name)
+
+
+def param_label(preprocessor_code: str, name: str) -> str:
+    """The words ListControlNetProcessor shows as ParamName: "Canny Low Threshold"."""
+    return " ".join(part.capitalize() for part in f"{preprocessor_code}_{name}".split("_") if part)
+
+
+def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))

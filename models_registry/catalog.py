@@ -28,6 +28,15 @@ class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _Owned(_Entry):
+    """An entry the operator installed for everyone (no owner) or for one PublicKey."""
+
+    owner: str | None = Field(default=None, description="PublicKey that alone may list and use it")
+
+    def usable_by(self, public_key: str) -> bool:
+        return self.owner is None or self.owner == public_key
+
+
 class InferenceDefaults(_Entry):
     steps: vocab.Steps = vocab.DEFAULT_STEPS
     sampler: str = vocab.DEFAULT_SAMPLER
@@ -46,7 +55,7 @@ class InferenceDefaults(_Entry):
             raise ValueError(str(exc)) from None
 
 
-class MainModel(_Entry):
+class MainModel(_Owned):
     id: int = Field(ge=1)
     model_code: str
     name: str
@@ -59,7 +68,6 @@ class MainModel(_Entry):
     )
     defaults: InferenceDefaults = InferenceDefaults()
     vae: int | None = Field(default=None, description="Id of the default VAE")
-    owner: str | None = Field(default=None, description="PublicKey that owns this custom_model")
     group: str = DEFAULT_GROUP
 
     @property
@@ -74,7 +82,7 @@ class Vae(_Entry):
     path: Path
 
 
-class Lora(_Entry):
+class Lora(_Owned):
     id: int = Field(ge=1)
     model_code: str
     name: str
@@ -84,7 +92,7 @@ class Lora(_Entry):
     default_weight: vocab.LoraWeight = vocab.DEFAULT_LORA_WEIGHT
 
 
-class ControlNet(_Entry):
+class ControlNet(_Owned):
     id: int = Field(ge=1)
     model_code: str
     name: str

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     s3_secret_access_key: str | None = None
     public_url: str = "http://127.0.0.1:8000"
     result_ttl_s: int = Field(default=24 * 3600, ge=60)
+    result_sweep_interval_s: int = Field(default=60, ge=1, description="How often expired results are deleted")
+    strict_fields: bool = Field(default=False, description="Unknown request fields are refused (230), not ignored")
+    idempotency_window_s: int = Field(
+        default=600, ge=0, description="A request_uuid repeated with identical parameters within this is a retry"
+    )
     max_body_bytes: int = Field(default=32 * 2**20, ge=1024, description="Request body cap (HTTP 413 above)")
     max_json_depth: int = Field(default=32, ge=4, le=256, description="Deepest JSON nesting accepted")
     max_image_pixels: int = Field(default=4096 * 4096, ge=64 * 64, description="Pixel cap of each client image")

@@ -37,6 +37,7 @@ class RedisDb(enum.IntEnum):
     is left to `make run`. A new suite or benchmark takes a number of its own here.
     """
 
+    DROP_IN = 3  # tests/test_drop_in.py: realistic client bodies, the catalog round trip
     COMPILE = 4  # tests/test_compile.py: a compiled worker
     METRICS = 5  # tests/test_metrics_and_logs.py
     LIVE_STACK = 6  # tests/conftest.py live_stack, shared by test_client.py and test_playground.py
@@ -47,6 +48,7 @@ class RedisDb(enum.IntEnum):
     FAULTS = 11  # tests/test_end_to_end.py's fault scenarios, away from its shared stack
     END_TO_END = 12  # tests/test_end_to_end.py's shared stack
     GATEWAY = 13  # tests/test_gateway.py
+    RESULTS = 14  # tests/test_results.py: result URLs and expiry
     KEYS = 15  # tests/test_keys.py: Redis key stores, each under a prefix of its own
 
 

@@ -62,7 +62,7 @@ SEEDED_BODIES = [
             {
                 "ControlModel": {"ModelCode": "cn-canny"},
                 "ImageIndex": 0,
-                "PreProcessor": {"ModelCode": "canny", "InferenceParams": {"LowThreshold": 50}},
+                "PreProcessor": {"ModelCode": "canny", "InferenceParams": {"CannyLowThreshold": 50}},
             }
         ],
     },

@@ -321,7 +321,7 @@ def test_generate_images_with_lora_controlnet_and_img2img(gateway):
         "ControlNetList": [
             {
                 "ControlModel": {"ModelCode": "cn-canny"},
-                "PreProcessor": {"ModelCode": "canny", "InferenceParams": {"LowThreshold": 50}},
+                "PreProcessor": {"ModelCode": "canny", "InferenceParams": {"CannyLowThreshold": 50}},
                 "ImageIndex": 1,
             }
         ],

@@ -57,7 +57,11 @@ def list_processors(catalog: Catalog) -> list[ProcessorItem]:
             DefaultResolution=p.default_resolution,
             Params=[
                 ProcessorParam(
-                    Name=wire_param_name(s.name), DefaultValue=s.default, MinValue=s.min, MaxValue=s.max, Step=s.step
+                    Name=wire_param_name(p.model_code, s.name),
+                    DefaultValue=s.default,
+                    MinValue=s.min,
+                    MaxValue=s.max,
+                    Step=s.step,
                 )
                 for s in p.params
             ],

@@ -221,7 +221,7 @@ def _current_unit(
             "(see ListControlNetProcessor)"
         )
     given = item.PreProcessor.InferenceParams.model_extra or {}
-    by_wire_name = {wire_param_name(spec.name): spec for spec in preprocessor.params}
+    by_wire_name = {wire_param_name(preprocessor.model_code, spec.name): spec for spec in preprocessor.params}
     for name, value in given.items():
         if name not in by_wire_name:
             raise InvalidParameter(
@@ -230,11 +230,16 @@ def _current_unit(
             )
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidParameter(f"{where}.PreProcessor.InferenceParams.{name}: must be a number")
-    params = [given.get(wire_param_name(spec.name), spec.default) for spec in preprocessor.params]
+    params = [
+        given.get(wire_param_name(preprocessor.model_code, spec.name), spec.default) for spec in preprocessor.params
+    ]
     _check_params(
         preprocessor,
         params,
-        [f"{where}.PreProcessor.InferenceParams.{wire_param_name(s.name)}" for s in preprocessor.params],
+        [
+            f"{where}.PreProcessor.InferenceParams.{wire_param_name(preprocessor.model_code, s.name)}"
+            for s in preprocessor.params
+        ],
     )
     index = _image_index(request, item.ImageIndex, f"{where}.ImageIndex")
     image = images.add(f"image{index}", request.ImageAndMaskList[index], f"ImageAndMaskList[{index}]")
