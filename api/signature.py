@@ -1,13 +1,18 @@
 """Verifying request signatures (spec section 2): the gateway's side of openpik.signing.
 
-The signing rules themselves live in openpik.signing, shared with openpik.client.
+The signing rules themselves live in openpik.signing, shared with openpik.client. What
+this module adds is what a liberal verifier accepts on top (spec section 0): the hex in
+either case (rule 5), and the strings PICPIK's own SDKs sign when they spell a fractional
+float their way instead of rule 4's way (rule 6).
 """
 
 from __future__ import annotations
 
 import hmac
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from api.errors import (
@@ -18,10 +23,79 @@ from api.errors import (
     TimestampOutOfWindow,
     UnknownPublicKey,
 )
-from openpik.signing import SIGNATURE_FIELD, sign
+from openpik.signing import SIGNATURE_FIELD, format_float, sign
 
 PUBLIC_KEY_FIELD = "PublicKey"
 TIMESTAMP_FIELD = "Timestamp"
+
+# Each candidate costs one SHA1 over the whole body, base64 images included.
+MAX_CANDIDATES = 3
+
+FloatRendering = Callable[[float], str]
+
+
+def _sdk_float(value: float, positional: range, exponent_digits: int) -> str:
+    """Shortest round-trip digits, positional when the decimal exponent is in ``positional``.
+
+    Outside it, ``d.ddde±XX`` with the exponent zero-padded to ``exponent_digits``: the one
+    shape behind Python's repr, Go's %g and ECMAScript's Number::toString, which differ only
+    in where they switch and how they pad.
+    """
+    number = Decimal(repr(value))
+    if number.adjusted() in positional:
+        return format_float(value)
+    mantissa, exponent = format(number, "e").split("e")
+    return f"{mantissa}e{int(exponent):+0{exponent_digits + 1}d}"
+
+
+# How PICPIK's SDKs spell a fractional float in the string to sign (spec rule 6). Integral
+# floats stay integer digits in every rendering (_respelled leaves them to rule 4): the
+# Python SDK writes str(int(v)) for them, and Go's and JavaScript's own JSON encoders send
+# most of them as integer text, which the gateway cannot tell from an int anyway.
+# When the body needs more than MAX_CANDIDATES strings, the first renderings here win.
+SDK_FLOAT_RENDERINGS: Mapping[str, FloatRendering] = {
+    # Python SDK, str(v) (repr): 5e-05, 1e-07; exponent below 1e-4 (and from 1e16, where
+    # no float is fractional).
+    "python": partial(_sdk_float, positional=range(-4, 16), exponent_digits=2),
+    # JavaScript, String(v): 1e-7, 1.5e-10; exponent below 1e-6 (and from 1e21).
+    "javascript": partial(_sdk_float, positional=range(-6, 21), exponent_digits=1),
+    # Go, fmt's %v = strconv.FormatFloat(v, 'g', -1, 64): like Python below 1e-4, but also
+    # from 1e6 (1234567.5 -> 1.2345675e+06), since shortest %g switches at exponent 6.
+    "go": partial(_sdk_float, positional=range(-4, 6), exponent_digits=2),
+}
+
+
+def candidate_bodies(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The body as rule 4 signs it, then as each SDK rendering spells it, if differently.
+
+    A respelled body carries each fractional float as the text that SDK signs for it; a
+    string serialises as itself, so openpik.signing.sign gives that SDK's signature. Two
+    renderings that spell every fractional float of the body alike are one candidate, so a
+    body without fractional floats has only the canonical one; never more than
+    MAX_CANDIDATES. ValueError for a number that rule 4 cannot sign (NaN, infinity).
+    """
+    spellings = [_respelled(body, format_float)]
+    candidates = [body]
+    for render in SDK_FLOAT_RENDERINGS.values():
+        spelled = _respelled(body, render)
+        if spelled in spellings:
+            continue
+        if len(candidates) == MAX_CANDIDATES:
+            break
+        spellings.append(spelled)
+        candidates.append(spelled)
+    return candidates
+
+
+def _respelled(value: Any, render: FloatRendering) -> Any:
+    """``value`` with every fractional float, at any depth, replaced by ``render``'s text."""
+    if isinstance(value, float) and not value.is_integer():
+        return render(value)
+    if isinstance(value, Mapping):
+        return {key: _respelled(item, render) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_respelled(item, render) for item in value]
+    return value
 
 
 def verify(
@@ -41,7 +115,8 @@ def verify(
     private_key = lookup_private_key(public_key)
     if private_key is None:
         raise UnknownPublicKey(f"{PUBLIC_KEY_FIELD} is unknown or disabled")
-    if not hmac.compare_digest(_expected_signature(body, private_key), signature.encode("utf-8")):
+    given = _normalised(signature)
+    if not any(hmac.compare_digest(expected, given) for expected in _expected(body, private_key)):
         raise SignatureMismatch(f"{SIGNATURE_FIELD} does not match the request body")
     _check_timestamp(body, now, require_timestamp, window_s)
     return public_key
@@ -61,12 +136,22 @@ def _signature(body: Mapping[str, Any]) -> str:
     return signature
 
 
-def _expected_signature(body: Mapping[str, Any], private_key: str) -> bytes:
-    """As bytes: compare_digest refuses str with non-ASCII characters, which a client may send."""
+def _normalised(signature: str) -> bytes:
+    """Lower-case ASCII bytes: rule 5 accepts upper-case hex.
+
+    compare_digest refuses str with non-ASCII characters, which a client may send; those
+    become an empty digest, which no 40-character candidate equals.
+    """
+    return signature.lower().encode("ascii") if signature.isascii() else b""
+
+
+def _expected(body: Mapping[str, Any], private_key: str) -> Iterator[bytes]:
+    """Each candidate's signature, lazily: the canonical one, which most clients send, first."""
     try:
-        return sign(body, private_key).encode("ascii")
+        candidates = candidate_bodies(body)
     except ValueError as exc:
         raise MalformedBody(f"the body cannot be signed: {exc}") from exc
+    return (sign(candidate, private_key).encode("ascii") for candidate in candidates)
 
 
 def _check_timestamp(body: Mapping[str, Any], now: float, required: bool, window_s: int) -> None:

@@ -1,11 +1,14 @@
-"""The signature contract of spec section 2: test vectors, number formatting, verify() order."""
+"""The signature contract of spec section 2: test vectors, number formatting, verify() order,
+upper-case hex (rule 5) and the floats PICPIK's SDKs spell their own way (rule 6)."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import struct
 
+import numpy as np
 import pytest
 
 from api.errors import (
@@ -16,7 +19,7 @@ from api.errors import (
     TimestampOutOfWindow,
     UnknownPublicKey,
 )
-from api.signature import verify
+from api.signature import MAX_CANDIDATES, SDK_FLOAT_RENDERINGS, candidate_bodies, verify
 from openpik.signing import format_float, serialize, sign, string_to_sign
 
 VECTORS = [
@@ -202,12 +205,39 @@ def test_tampered_body_mismatches():
         _verify(body)
 
 
-@pytest.mark.parametrize("signature", [lambda s: s.upper(), lambda s: s[:-1], lambda s: s[:-1] + "é"])
-def test_only_the_exact_lowercase_signature_matches(signature):
+def _alternate_case(signature: str) -> str:
+    return "".join(char.upper() if index % 2 else char for index, char in enumerate(signature))
+
+
+@pytest.mark.parametrize("recase", [str.upper, _alternate_case], ids=["upper", "mixed"])
+def test_upper_and_mixed_case_hex_match(recase):
     body = _signed()
-    body["Signature"] = signature(body["Signature"])
-    with pytest.raises(SignatureMismatch):
-        _verify(body)
+    recased = recase(body["Signature"])
+    assert recased != body["Signature"]
+    assert _verify({**body, "Signature": recased}) == PUBLIC
+
+
+FULLWIDTH_DIGITS = {ord("0") + digit: 0xFF10 + digit for digit in range(10)}  # U+FF10..U+FF19
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: s[:-1],
+        lambda s: s + "0",
+        lambda s: s[:-1] + "g",
+        lambda s: s[:-1] + "é",
+        lambda s: "É" * 40,
+        lambda s: s.upper().translate(FULLWIDTH_DIGITS),
+        lambda s: s[:-1] + "\x00",
+        lambda s: " " + s[1:],
+    ],
+    ids=["short", "long", "non-hex", "non-ascii-tail", "non-ascii", "fullwidth-digits", "nul", "space"],
+)
+def test_a_changed_or_non_hex_signature_mismatches(change):
+    body = _signed()
+    with pytest.raises(SignatureMismatch, match="Signature"):
+        _verify({**body, "Signature": change(body["Signature"])})
 
 
 def test_unsignable_number_is_a_malformed_body():
@@ -255,3 +285,217 @@ def test_timestamp_required_but_missing():
 def test_window_is_configurable():
     with pytest.raises(TimestampOutOfWindow, match="within 10 s"):
         _verify(_signed(Timestamp=NOW + 11), window_s=10)
+
+
+# Rule 6. Reference renderings written from each language's documentation, independently of
+# api.signature: numpy's Dragon4 gives the shortest round-trip digits; each SDK's own rule
+# picks between positional and exponent notation and pads the exponent.
+
+
+def _exponent_of(value: float) -> int:
+    return int(np.format_float_scientific(value, unique=True, trim="-").split("e")[1])
+
+
+def _positional_or_exponent(value: float, positional_from: int, exponent_from: int, exponent_digits: int) -> str:
+    if positional_from <= _exponent_of(value) < exponent_from:
+        return np.format_float_positional(value, unique=True, trim="-")
+    return np.format_float_scientific(value, unique=True, trim="-", exp_digits=exponent_digits)
+
+
+def python_sdk(value: float) -> str:
+    """ucloud-sdk-python3's encode_value for a fractional float: str(v)."""
+    return str(value)
+
+
+def go_sdk(value: float) -> str:
+    """fmt's %v: strconv 'g' with the shortest digits, exponent below 1e-4 and from 1e6."""
+    return _positional_or_exponent(value, -4, 6, exponent_digits=2)
+
+
+def javascript_sdk(value: float) -> str:
+    """ECMAScript Number::toString (String(v)): exponent below 1e-6 and from 1e21, unpadded."""
+    return _positional_or_exponent(value, -6, 21, exponent_digits=1)
+
+
+SDKS = {"python": python_sdk, "go": go_sdk, "javascript": javascript_sdk}
+
+
+def sdk_string_to_sign(body, private_key, render_fraction):
+    """The UCloud scheme as an SDK computes it, fractional floats spelled by ``render_fraction``."""
+
+    def spelled(value):
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float):
+            return str(int(value)) if value.is_integer() else render_fraction(value)
+        if isinstance(value, (int, str)):
+            return str(value)
+        if isinstance(value, list):
+            return "".join(spelled(item) for item in value)
+        return "".join(key + spelled(value[key]) for key in sorted(value))
+
+    return spelled({key: value for key, value in body.items() if key != "Signature"}) + private_key
+
+
+def sdk_signed(body, render_fraction):
+    string = sdk_string_to_sign(body, PRIVATE, render_fraction)
+    return {**body, "Signature": hashlib.sha1(string.encode("utf-8")).hexdigest()}
+
+
+@pytest.mark.parametrize(
+    ("value", "python", "go", "javascript"),
+    [
+        (0.00005, "5e-05", "5e-05", "0.00005"),
+        (1e-7, "1e-07", "1e-07", "1e-7"),
+        (-2.5e-8, "-2.5e-08", "-2.5e-08", "-2.5e-8"),
+        (1.5e-10, "1.5e-10", "1.5e-10", "1.5e-10"),
+        (0.0001, "0.0001", "0.0001", "0.0001"),
+        (0.000012, "1.2e-05", "1.2e-05", "0.000012"),
+        (1234567.5, "1234567.5", "1.2345675e+06", "1234567.5"),
+        (999999.5, "999999.5", "999999.5", "999999.5"),
+        (1700000000.5, "1700000000.5", "1.7000000005e+09", "1700000000.5"),
+        (1e-100, "1e-100", "1e-100", "1e-100"),
+    ],
+)
+def test_sdk_renderings_of_known_values(value, python, go, javascript):
+    """The references agree with what each runtime prints (JS checked against node, Go against strconv's source)."""
+    assert (python_sdk(value), go_sdk(value), javascript_sdk(value)) == (python, go, javascript)
+    assert {name: render(value) for name, render in SDK_FLOAT_RENDERINGS.items()} == {
+        "python": python,
+        "go": go,
+        "javascript": javascript,
+    }
+
+
+def _fractional_floats(rng: random.Random, count: int) -> list[float]:
+    """Fractional floats across the whole exponent range, tiny and large alike."""
+    values = [struct.unpack("<d", rng.randbytes(8))[0] for _ in range(count)]
+    values += [rng.uniform(1, 10) * 10.0 ** rng.randint(-330, 15) for _ in range(count)]
+    return [value for value in values if math.isfinite(value) and not value.is_integer() and value != 0]
+
+
+def test_the_table_spells_every_fractional_float_as_the_references_do():
+    for value in _fractional_floats(random.Random(6), 3000):
+        for name, render in SDKS.items():
+            assert SDK_FLOAT_RENDERINGS[name](value) == render(value), (name, value)
+
+
+FLOAT_BODIES = {
+    "tiny ReferenceScale": {"Action": "GenerateImg2Img", "PublicKey": PUBLIC, "ReferenceScale": 0.00005},
+    "ReferenceScale 1e-7": {"Action": "GenerateImg2Img", "PublicKey": PUBLIC, "ReferenceScale": 1e-7},
+    "nested in ControlNetParams": {
+        "Action": "GenerateImg2Img",
+        "PublicKey": PUBLIC,
+        "CfgScale": 7.5,
+        "Steps": 20.0,
+        "ControlNetParams": [
+            {"ControlPreSetId": "0", "ControlWeight": 1e-7, "ControlNetImg": "aGk="},
+            {"ControlPreSetId": 2, "ControlWeight": -2.5e-8, "Extra": {"Scale": 0.000012}},
+        ],
+        "SubModelParams": [{"SubModelId": 3, "ControlWeight": 0.00005}],
+        "request_uuid": "u",
+    },
+    "fractional Timestamp": {"Action": "ListModels", "PublicKey": PUBLIC, "Timestamp": NOW + 0.5},
+}
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+@pytest.mark.parametrize("body", FLOAT_BODIES.values(), ids=FLOAT_BODIES)
+def test_a_body_signed_as_each_sdk_does_is_accepted(body, sdk):
+    assert _verify(sdk_signed(body, SDKS[sdk])) == PUBLIC
+
+
+def test_the_sdk_strings_really_differ_from_the_canonical_one():
+    """Otherwise the test above would prove nothing about rule 6."""
+    body = FLOAT_BODIES["nested in ControlNetParams"]
+    strings = {name: sdk_string_to_sign(body, PRIVATE, render) for name, render in SDKS.items()}
+    assert len({string_to_sign(body, PRIVATE), *strings.values()}) == 3
+    assert strings["python"] == strings["go"]
+    assert "ControlWeight1e-07" in strings["python"] and "ControlWeight1e-7" in strings["javascript"]
+    timestamp = FLOAT_BODIES["fractional Timestamp"]
+    assert sdk_string_to_sign(timestamp, PRIVATE, go_sdk) != string_to_sign(timestamp, PRIVATE)
+
+
+def test_an_sdk_signature_in_upper_case_is_accepted():
+    body = sdk_signed(FLOAT_BODIES["ReferenceScale 1e-7"], javascript_sdk)
+    assert _verify({**body, "Signature": body["Signature"].upper()}) == PUBLIC
+
+
+WRONG_RENDERINGS = {
+    "unpadded exponent where no SDK writes one": lambda v: str(v).replace("e-05", "e-5"),
+    "six-digit %e": lambda v: f"{v:e}",
+    "upper-case E": lambda v: str(v).upper(),
+    "seventeen digits": lambda v: f"{v:.17g}",
+    "trailing zero": lambda v: np.format_float_positional(v, unique=True, trim="-") + "0",
+}
+
+
+@pytest.mark.parametrize("render", WRONG_RENDERINGS.values(), ids=WRONG_RENDERINGS)
+def test_a_signature_over_a_wrong_rendering_mismatches(render):
+    body = FLOAT_BODIES["tiny ReferenceScale"]
+    assert render(0.00005) not in {sdk(0.00005) for sdk in SDKS.values()} | {"0.00005"}
+    with pytest.raises(SignatureMismatch, match="Signature"):
+        _verify(sdk_signed(body, render))
+
+
+def test_renderings_of_two_sdks_mixed_in_one_body_mismatch():
+    """Each SDK spells all its floats one way; candidates are whole bodies, not per-float choices."""
+    body = {"Action": "ListModels", "PublicKey": PUBLIC, "A": 1e-7, "B": 2e-7}
+
+    def mixed(value):
+        return python_sdk(value) if value == 1e-7 else javascript_sdk(value)
+
+    with pytest.raises(SignatureMismatch):
+        _verify(sdk_signed(body, mixed))
+
+
+@pytest.mark.parametrize("body", [vector[0] for vector in VECTORS] + [{"A": [1, {"B": 2.0, "C": 0.5}], "D": 1e21}])
+def test_a_body_without_differently_spelled_floats_has_only_the_canonical_candidate(body):
+    assert candidate_bodies(body) == [body]
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [str, go_sdk, javascript_sdk],
+    ids=["plain-python-str", "go-%v", "js-String"],
+)
+def test_integral_floats_are_integer_digits_in_every_rendering(spelling):
+    """42.0, 1e6 and 1e21 sign as 42, 1000000 and 1000000000000000000000 only (README).
+
+    ucloud-sdk-python3 writes str(int(v)) for them, as rule 4 does; plain str(v) gives
+    42.0, Go's %v 1e+06 and 1e+21, JavaScript's String 1e+21: those are refused.
+    """
+    body = {"Action": "ListModels", "PublicKey": PUBLIC, "CfgScale": 42.0, "Big": 1e6, "Huge": 1e21}
+    assert _verify({**body, "Signature": sign(body, PRIVATE)}) == PUBLIC
+    written = "".join(key + spelling(body[key]) for key in ("Big", "CfgScale", "Huge"))
+    string = "ActionListModels" + written + "PublicKey" + PUBLIC + PRIVATE
+    assert string != string_to_sign(body, PRIVATE)
+    with pytest.raises(SignatureMismatch):
+        _verify({**body, "Signature": hashlib.sha1(string.encode("utf-8")).hexdigest()})
+
+
+def test_candidates_never_exceed_three_and_are_distinct():
+    rng = random.Random(66)
+    pool = [*_fractional_floats(rng, 200), 42.0, 1e21, 0.5, 7, True, None, "x"]
+    for _ in range(500):
+        body = {f"F{index}": rng.choice(pool) for index in range(rng.randint(0, 6))}
+        body["Nested"] = [{"W": rng.choice(pool)} for _ in range(rng.randint(0, 3))]
+        candidates = candidate_bodies(body)
+        strings = [string_to_sign(candidate, PRIVATE) for candidate in candidates]
+        assert candidates[0] is body and 1 <= len(candidates) <= MAX_CANDIDATES == 3
+        assert len(set(strings)) == len(strings)
+
+
+def test_when_four_spellings_differ_the_first_renderings_of_the_table_win():
+    """Tiny (JS differs from Python) and large (Go differs from Python) fractions in one body."""
+    body = {"Action": "ListModels", "PublicKey": PUBLIC, "ControlWeight": 1e-7, "Timestamp": NOW + 0.5}
+    spellings = {sdk_string_to_sign(body, PRIVATE, render) for render in SDKS.values()}
+    assert len(spellings | {string_to_sign(body, PRIVATE)}) == 4
+    assert list(SDK_FLOAT_RENDERINGS)[:2] == ["python", "javascript"]
+    assert len(candidate_bodies(body)) == 3
+    for accepted in (python_sdk, javascript_sdk):
+        assert _verify(sdk_signed(body, accepted)) == PUBLIC
+    with pytest.raises(SignatureMismatch):
+        _verify(sdk_signed(body, go_sdk))
