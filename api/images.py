@@ -1,18 +1,24 @@
-"""Client images (ReferenceImage, ControlNetImg, ...): strict base64, then a guarded Pillow.
+"""Client images (ReferenceImage, ControlNetImg, ...): liberal base64, then a guarded Pillow.
+
+Base64 is read as real clients write it (spec section 0): an optional ``data:`` URL
+prefix, whitespace and line breaks anywhere (coreutils ``base64`` wraps at 76 columns,
+``openssl base64`` at 64, MIME encoders with CRLF), missing ``=`` padding, the URL-safe
+alphabet. What cannot be base64 at all is still refused naming the field: non-ASCII text,
+a character of neither alphabet, ``=`` before the end, more padding than belongs, a length
+that no byte string encodes, nothing. A URL is refused: we never fetch one.
 
 Pillow can open dozens of formats, some with a long history of parser bugs (EPS runs
 Ghostscript, TIFF has many codecs), and a small file can declare billions of pixels.
-So only PNG, JPEG and WEBP are tried whatever a data: prefix claims, the pixel count is
-checked from the header before any pixel is decoded, animated files are refused, and the
-image is decoded completely here so that a truncated or corrupt file is an InvalidParameter naming the
-field at the gateway, not a failed task later.
+So only openpik.images.ALLOWED_FORMATS are tried whatever a data: prefix claims, the
+pixel count is checked from the header before any pixel is decoded, and the image is read
+completely here, exactly as the worker will read it (first frame, EXIF orientation
+applied), so that a truncated or corrupt file is an InvalidParameter naming the field at
+the gateway, not a failed task later. The bytes stored are the client's, as sent.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-import io
 import re
 import struct
 import warnings
@@ -21,9 +27,16 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 from api.errors import InvalidParameter
-from openpik.images import ALLOWED_FORMATS
+from openpik.images import ALLOWED_FORMATS_TEXT, load_upright, open_image
 
-_DATA_URL_PREFIX = re.compile(r"data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
+# RFC 2397: data:[<media type>][;<parameter>=<value>]*;base64, -- any media type, since the
+# format is read from the bytes, never from what the prefix claims.
+_DATA_URL_PREFIX = re.compile(r"data:(?:[a-z0-9.+-]+/[a-z0-9.+-]+)?(?:;[a-z0-9.+-]+=[^;,]*)*;base64,", re.IGNORECASE)
+_DATA_URL = re.compile(r"data:", re.IGNORECASE)
+_WEB_URL = re.compile(r"https?://", re.IGNORECASE)
+_WHITESPACE = re.compile(r"[ \t\r\n\f\v]+")
+# Standard (+/) and URL-safe (-_) alphabets together; "=" only at the end, checked apart.
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/\-_]")
 
 # What Pillow raises for files it cannot identify (UnidentifiedImageError is an OSError)
 # or cannot decode: truncated data, bad chunks, oversized text chunks, broken headers.
@@ -32,7 +45,7 @@ _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """An accepted image: the client's bytes as sent (stored and re-opened by the worker)."""
+    """An accepted image: the client's bytes as sent, and its upright size."""
 
     data: bytes
     format: str
@@ -42,54 +55,77 @@ class DecodedImage:
 
 def decode_image(value: str, field: str, max_pixels: int) -> DecodedImage:
     """The image in `value`, or InvalidParameter naming `field` and the rule it breaks."""
-    data = _decode_base64(value, field)
+    data = decode_base64(value, field)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
-                _check_single_frame(image, field)
+            with open_image(data) as image:
                 _check_pixels(image, field, max_pixels)
-                image.load()
+                load_upright(image)
                 return DecodedImage(data, image.format or "", image.width, image.height)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
             raise InvalidParameter(f"{field}: too many pixels ({exc})") from None
         except UnidentifiedImageError:
-            raise InvalidParameter(f"{field}: not a PNG, JPEG or WEBP image") from None
+            raise InvalidParameter(f"{field}: not a {ALLOWED_FORMATS_TEXT} image") from None
         except _DECODE_ERRORS as exc:
             raise InvalidParameter(f"{field}: truncated or corrupt image ({exc})") from None
 
 
-def _decode_base64(value: str, field: str) -> bytes:
-    """Strict base64: standard alphabet, canonical padding, no whitespace, optional data: URL.
+def decode_base64(value: str, field: str) -> bytes:
+    """The bytes of base64 `value` as any common encoder writes it; InvalidParameter naming `field`.
 
-    The re-encoding comparison refuses what b64decode(validate=True) still lets through,
-    such as non-zero bits in the last character ("QR==" decodes like "QQ==").
+    Non-zero bits in the last character ("QR==" for "QQ==") are ignored as every decoder
+    does: they carry no byte, and refusing them would only refuse some hand-made encoders.
     """
     if not isinstance(value, str):
         raise InvalidParameter(f"{field}: must be a base64 string")
     if not value.isascii():
         raise InvalidParameter(f"{field}: contains non-ASCII characters; base64 expected")
-    prefix = _DATA_URL_PREFIX.match(value)
-    payload = value[prefix.end() :] if prefix else value
-    if not payload:
+    text = _WHITESPACE.sub("", value)
+    if _WEB_URL.match(text):
+        raise InvalidParameter(f"{field}: is a URL; URLs are never fetched, send the image itself as base64")
+    payload = _strip_data_url(text, field)
+    body = payload.rstrip("=")
+    if not body:
         raise InvalidParameter(f"{field}: is empty")
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except binascii.Error as exc:
-        raise InvalidParameter(f"{field}: not valid base64 ({exc})") from None
-    if base64.b64encode(data) != payload.encode("ascii"):
-        raise InvalidParameter(f"{field}: not canonical base64 (padding or trailing bits)")
-    return data
+    _check_alphabet(body, field)
+    if len(body) % 4 == 1:
+        raise InvalidParameter(
+            f"{field}: not valid base64: {len(body)} characters, 1 more than a multiple of 4, which no "
+            "bytes encode to (truncated, or a character too many)"
+        )
+    missing, padding = -len(body) % 4, len(payload) - len(body)
+    if padding > missing:
+        raise InvalidParameter(f"{field}: not valid base64: {padding} '=' at the end where at most {missing} belong")
+    return base64.b64decode(body + "=" * missing, altchars=b"-_", validate=True)
 
 
-def _check_single_frame(image: Image.Image, field: str) -> None:
-    frames = getattr(image, "n_frames", 1)
-    if frames > 1:
-        raise InvalidParameter(f"{field}: animated image with {frames} frames; one frame expected")
+def _strip_data_url(text: str, field: str) -> str:
+    """`text` without its data: URL prefix, if it has one; a data: URL must be base64."""
+    prefix = _DATA_URL_PREFIX.match(text)
+    if prefix:
+        return text[prefix.end() :]
+    if _DATA_URL.match(text):
+        raise InvalidParameter(f"{field}: a data: URL must be base64, as in data:image/png;base64,<data>")
+    return text
+
+
+def _check_alphabet(body: str, field: str) -> None:
+    bad = _NOT_BASE64.search(body)
+    if bad is None:
+        return
+    if bad.group() == "=":
+        raise InvalidParameter(f"{field}: not valid base64: '=' before the end of the data")
+    raise InvalidParameter(
+        f"{field}: not valid base64: character {bad.group()!r} is in neither the standard nor the URL-safe alphabet"
+    )
 
 
 def _check_pixels(image: Image.Image, field: str, max_pixels: int) -> None:
-    """Header dimensions against our cap, before load() allocates and decodes anything."""
+    """Header dimensions against our cap, before load() allocates and decodes anything.
+
+    A transposing EXIF orientation swaps width and height, which keeps the pixel count.
+    """
     width, height = image.size
     if width * height > max_pixels:
         raise InvalidParameter(f"{field}: {width}x{height} is {width * height} pixels, more than {max_pixels}")
