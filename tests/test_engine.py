@@ -66,10 +66,14 @@ def test_every_sampler_runs_and_is_reproducible(engine, make_job, sampler):
     assert np.array_equal(pixels(first)[0], pixels(again)[0])
 
 
-@pytest.mark.parametrize("name", ["DPM fast", "DPM adaptive", "Nonsense Sampler"])
+@pytest.mark.parametrize(
+    "name",
+    ["DPM fast", "DPM adaptive", "DPM++ 3M SDE Karras", "Restart", "Nonsense Sampler", "euler_ancestral exponential"],
+)
 def test_rejected_sampler_names_raise_naming_them(engine, make_job, name):
-    with pytest.raises(UnknownSamplerError, match=name):
+    with pytest.raises(UnknownSamplerError) as caught:
         run(engine, make_job(sampler=name))
+    assert repr(name) in str(caught.value)
 
 
 def test_samplers_differ_from_each_other(engine, make_job):
