@@ -12,6 +12,7 @@ import secrets
 import string
 import tempfile
 import threading
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -43,6 +44,23 @@ class KeyStoreError(Exception):
     """The store cannot be read or is not configured; the message says where and why."""
 
 
+class DuplicateKeyError(ValueError):
+    """A new key named a public key the store already holds, enabled or not."""
+
+    def __init__(self, public_key: str):
+        super().__init__(f"public key already exists: {public_key} (rotate and disable manage existing keys)")
+        self.public_key = public_key
+
+
+class InvalidKeyError(ValueError):
+    """A key string no client could sign with; the message names the field and the rule."""
+
+    def __init__(self, field: str, rule: str):
+        super().__init__(f"{field} {rule}")
+        self.field = field
+        self.rule = rule
+
+
 class UnknownKeyError(LookupError):
     """An operation named a public key the store does not hold."""
 
@@ -59,6 +77,35 @@ def new_private_key() -> str:
     return secrets.token_hex(_PRIVATE_KEY_BYTES)
 
 
+def key_text_problem(text: str) -> str | None:
+    """Why a key string from elsewhere is unusable, or None when it is fine.
+
+    Whitespace and control or invisible characters (Unicode category C: controls, format
+    characters such as a zero-width space or BOM, surrogates, private-use and unassigned
+    code points) are lost or altered by copy-paste, YAML and clients' own string
+    handling, so a signature over them would not match. The message never quotes the
+    text, which may be a secret. Nothing else is required: PICPIK's private keys are 40
+    hex characters and its public keys look like e-mail addresses, but any other
+    printable string signs the same way.
+    """
+    if not text:
+        return "must not be empty"
+    for position, char in enumerate(text, start=1):
+        if char.isspace() or unicodedata.category(char).startswith("C"):
+            return (
+                "must not contain whitespace, control or invisible characters"
+                f" (found U+{ord(char):04X} at position {position})"
+            )
+    return None
+
+
+def _checked_key_text(field: str, text: str) -> str:
+    problem = key_text_problem(text)
+    if problem is not None:
+        raise InvalidKeyError(field, problem)
+    return text
+
+
 class KeyStore(ABC):
     """Key lifecycle shared by every backend; a backend only stores and fetches ApiKeys."""
 
@@ -72,7 +119,7 @@ class KeyStore(ABC):
 
     @abstractmethod
     def _insert(self, key: ApiKey) -> None:
-        """Store a new key."""
+        """Store a new key atomically; raise DuplicateKeyError when its public key is taken."""
 
     @abstractmethod
     def _update(self, public_key: str, **changes: Any) -> ApiKey:
@@ -85,6 +132,20 @@ class KeyStore(ABC):
 
     def create(self, name: str) -> ApiKey:
         key = ApiKey(public_key=new_public_key(), private_key=new_private_key(), name=name)
+        self._insert(key)
+        return key
+
+    def import_key(self, public_key: str, private_key: str, name: str) -> ApiKey:
+        """Register a pair issued elsewhere (PICPIK's), so its clients change nothing.
+
+        A public key the store holds is refused rather than replaced: overwriting would
+        silently cut off whoever uses it, and rotate and disable manage existing keys.
+        """
+        key = ApiKey(
+            public_key=_checked_key_text("public_key", public_key),
+            private_key=_checked_key_text("private_key", private_key),
+            name=name,
+        )
         self._insert(key)
         return key
 
@@ -120,6 +181,8 @@ class FileKeyStore(KeyStore):
     def _insert(self, key: ApiKey) -> None:
         with self._exclusive():
             keys = self._read()
+            if key.public_key in keys:
+                raise DuplicateKeyError(key.public_key)
             keys[key.public_key] = key
             self._write(keys)
 
@@ -231,7 +294,16 @@ class RedisKeyStore(KeyStore):
         return [self._from_hash(name[len(self.prefix) :], fields) for name, fields in zip(names, hashes) if fields]
 
     def _insert(self, key: ApiKey) -> None:
-        self._redis.hset(self._name(key.public_key), mapping=_to_hash(key))
+        """WATCH/MULTI so two imports of one public key cannot both succeed."""
+        name = self._name(key.public_key)
+
+        def insert(pipe: redis.client.Pipeline) -> None:
+            if pipe.exists(name):
+                raise DuplicateKeyError(key.public_key)
+            pipe.multi()
+            pipe.hset(name, mapping=_to_hash(key))
+
+        self._redis.transaction(insert, name)
 
     def _update(self, public_key: str, **changes: Any) -> ApiKey:
         """WATCH/MULTI so a key is never recreated half-empty if it vanishes meanwhile."""
