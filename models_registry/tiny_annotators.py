@@ -23,6 +23,13 @@ def _hed():
     return ControlNetHED_Apache2().state_dict()
 
 
+def _pidinet():
+    """PiDiNet's file keeps its weights under ``state_dict`` (the loader strips any ``module.``)."""
+    from controlnet_aux.pidi.model import pidinet
+
+    return {"state_dict": pidinet().state_dict()}
+
+
 def _lineart():
     from controlnet_aux.lineart import Generator
 
@@ -127,6 +134,7 @@ ANNOTATOR_FILES: dict[str, Callable[[], dict]] = {
     "latest_net_G.pth": _leres_pix2pix,
     "scannet.pt": _normal_bae,
     "ZoeD_M12_N.pt": _zoe,
+    "table5_pidinet.pth": _pidinet,  # last: each file's seed is its position, so older files keep theirs
 }
 
 

@@ -23,6 +23,8 @@ ResizeMode = Literal["JustResize", "CropAndResize", "ResizeAndFill"]
 # --- ranges of the inference parameters --------------------------------------------------
 
 UINT32_MAX = 2**32 - 1
+RANDOM_SEED_MAX = 2**31 - 1
+"""Seeds drawn for -1 lie in 0..RANDOM_SEED_MAX, so a reported seed is valid in every action."""
 
 Steps = Annotated[int, Interval(ge=1, le=150)]
 CfgScale = Annotated[float, Interval(ge=0, le=30)]
@@ -52,6 +54,11 @@ DEFAULT_SIZE = 512
 DEFAULT_LORA_WEIGHT = 1.0
 DEFAULT_CONTROL_WEIGHT = 1.0
 DEFAULT_DETECT_RESOLUTION = 512
+DEFAULT_CONTROL_START = 0.0
+DEFAULT_CONTROL_END = 1.0
+DEFAULT_CONTROL_MODE: ControlMode = "Balanced"
+DEFAULT_RESIZE_MODE: ResizeMode = "ResizeAndFill"
+"""What GenerateImages uses when a unit sends no ResizeMode (spec 3.2)."""
 
 # --- task statuses -----------------------------------------------------------------------
 
@@ -87,6 +94,18 @@ DETECTOR_PARAMS: dict[str, tuple[str, ...]] = {
     "recolor_luminance": ("gamma_correction",),
     "recolor_intensity": ("gamma_correction",),
     "lineart_standard": (),
+    "openpose": (),
+    "openpose_face": (),
+    "openpose_faceonly": (),
+    "openpose_hand": (),
+    "lineart_coarse": (),
+    "softedge_hedsafe": (),
+    "softedge_pidinet": (),
+    "softedge_pidisafe": (),
+    "scribble_pidinet": (),
+    "normal_midas": ("bg_threshold",),
+    "tile_resample": ("down_sampling_rate",),
+    "invert": (),
 }
 """Every detector a worker can run (a catalog preprocessor's ``detector``) and the names of
 the parameters it takes, in the order of the legacy Param1Value/Param2Value."""

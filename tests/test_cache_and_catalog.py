@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models_registry.catalog import CatalogError, load_catalog
+from models_registry.catalog import Catalog, CatalogError, load_catalog
 from models_registry.resolve import model_ref
+from models_registry.tiny import DEFAULT_CATALOG, tiny_catalog_dict
 from openpik.settings import Settings
 from tests.engine_helpers import pixels, run
 from worker.engine import Engine
@@ -53,11 +54,106 @@ def test_tiny_catalog_has_the_default_catalogs_ids(catalog):
     default = load_catalog("configs/catalog.yaml")
     assert catalog.main_models[0].id == 1
     assert [c.id for c in catalog.controlnets] == [c.id for c in default.controlnets]
+    assert [c.model_code for c in catalog.controlnets] == [c.model_code for c in default.controlnets]
+    assert [c.path.name for c in catalog.controlnets] == [c.model_code for c in default.controlnets]
     assert catalog.preprocessor(2).detector == "canny"
     assert [p.model_dump() for p in catalog.presets] == [p.model_dump() for p in default.presets]
     for preset in catalog.presets:
         assert catalog.controlnet(preset.controlnet).path.exists()
     assert all(path.exists() for _, path in catalog.referenced_files())
+
+
+# Spec section 6: PICPIK's ControlNet codes, with the ids clients already use (1..10) and the
+# new ones after them.
+SPEC_CONTROLNETS = {
+    1: "control_v11p_sd15_canny",
+    2: "control_v11f1p_sd15_depth",
+    3: "control_v11p_sd15_normalbae",
+    4: "control_v11p_sd15_openpose",
+    5: "control_v11p_sd15_mlsd",
+    6: "control_v11p_sd15_lineart",
+    7: "control_v11p_sd15s2_lineart_anime",
+    8: "control_v11p_sd15_softedge",
+    9: "control_v11p_sd15_scribble",
+    10: "control_v11e_sd15_shuffle",
+    11: "control_v11p_sd15_seg",
+    12: "control_v11e_sd15_ip2p",
+    13: "control_v11f1e_sd15_tile",
+    14: "control_v11p_sd15_inpaint",
+    15: "ioclab_sd15_recolor",
+}
+# The preprocessors the spec names (canny is id 2, the one id PICPIK documents) ...
+SPEC_NAMED_PREPROCESSORS = {
+    "canny",
+    "depth",
+    "depth_leres",
+    "depth_zoe",
+    "lineart",
+    "lineart_standard",
+    "lineart_anime",
+    "lineart_anime_denoise",
+    "normal_bae",
+    "openpose_full",
+    "recolor_intensity",
+    "recolor_luminance",
+    "scribble_xdog",
+    "scribble_hed",
+}
+# ... and every preprocessor shipped: id -> (code, the worker's detector).
+SHIPPED_PREPROCESSORS = {
+    1: ("none", "none"),
+    2: ("canny", "canny"),
+    3: ("scribble_xdog", "scribble_xdog"),
+    4: ("scribble_hed", "scribble_hed"),
+    5: ("softedge_hed", "softedge_hed"),
+    6: ("lineart", "lineart"),
+    7: ("lineart_anime", "lineart_anime"),
+    8: ("lineart_anime_denoise", "lineart_anime_denoise"),
+    9: ("mlsd", "mlsd"),
+    10: ("openpose_full", "openpose_full"),
+    11: ("depth", "depth_midas"),
+    12: ("depth_leres", "depth_leres"),
+    13: ("depth_zoe", "depth_zoe"),
+    14: ("normal_bae", "normal_bae"),
+    15: ("shuffle", "shuffle"),
+    16: ("recolor_luminance", "recolor_luminance"),
+    17: ("recolor_intensity", "recolor_intensity"),
+    18: ("lineart_standard", "lineart_standard"),
+    19: ("openpose", "openpose"),
+    20: ("openpose_face", "openpose_face"),
+    21: ("openpose_faceonly", "openpose_faceonly"),
+    22: ("openpose_hand", "openpose_hand"),
+    23: ("lineart_coarse", "lineart_coarse"),
+    24: ("softedge_hedsafe", "softedge_hedsafe"),
+    25: ("softedge_pidinet", "softedge_pidinet"),
+    26: ("softedge_pidisafe", "softedge_pidisafe"),
+    27: ("scribble_pidinet", "scribble_pidinet"),
+    28: ("normal_midas", "normal_midas"),
+    29: ("tile_resample", "tile_resample"),
+    30: ("invert", "invert"),
+}
+# Presets 1..4: (ControlNet code, preprocessor code).
+SPEC_PRESETS = {
+    1: ("control_v11p_sd15_scribble", "scribble_hed"),
+    2: ("control_v11p_sd15_openpose", "openpose_full"),
+    3: ("control_v11p_sd15s2_lineart_anime", "lineart_anime"),
+    4: ("control_v11p_sd15_mlsd", "mlsd"),
+}
+
+
+@pytest.mark.parametrize("which", ["shipped", "tiny"])
+def test_the_shipped_and_tiny_catalogs_carry_exactly_picpiks_codes_and_presets(which):
+    shipped = load_catalog(DEFAULT_CATALOG)
+    catalog = shipped if which == "shipped" else Catalog.model_validate(tiny_catalog_dict(shipped))
+    assert {c.id: c.model_code for c in catalog.controlnets} == SPEC_CONTROLNETS
+    assert {p.id: (p.model_code, p.detector) for p in catalog.preprocessors} == SHIPPED_PREPROCESSORS
+    assert {p.model_code for p in catalog.preprocessors} >= SPEC_NAMED_PREPROCESSORS
+    presets = {}
+    for preset in catalog.presets:
+        controlnet, preprocessor = catalog.controlnet(preset.controlnet), catalog.preprocessor(preset.preprocessor)
+        assert controlnet is not None and preprocessor is not None
+        presets[preset.id] = (controlnet.model_code, preprocessor.model_code)
+    assert presets == SPEC_PRESETS
 
 
 MODEL = "main_models:\n  - {id: 1, model_code: a, name: A, path: x}\n"

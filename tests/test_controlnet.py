@@ -9,12 +9,16 @@ from diffusers import ControlNetModel, EulerAncestralDiscreteScheduler, StableDi
 from PIL import Image
 
 from models_registry.resolve import control_unit, preset_unit
+from openpik.settings import Settings
 from tests.engine_helpers import pixels, run
 from worker.control_images import fit
+from worker.engine import Engine
+from worker.errors import InvalidInputError, ModelLoadError, task_error
 
 pytestmark = pytest.mark.models
 
 CANNY_CN, NONE_PRE = 1, 1
+OPENPOSE_CN, OPENPOSE_FULL_PRE, SCRIBBLE_CN, SCRIBBLE_HED_PRE = 4, 10, 9, 4
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +143,40 @@ def test_presets_resolve_from_the_catalog_and_run(engine, make_job, catalog, ima
     result = run(engine, make_job(steps=4, controlnets=(preset,)), images)
     assert result.images[0].size == (64, 64)
     assert np.array_equal(pixels(result)[0], pixels(run(engine, make_job(steps=4, controlnets=(preset,)), images))[0])
+
+
+def test_every_controlnet_of_the_tiny_catalog_loads_from_its_own_folder_and_acts(engine, make_job, catalog, images):
+    """All fifteen, ip2p, tile and inpaint included, with preprocessor none (the image is the
+    control map): each loads and changes a 2-step image, each differently."""
+    plain = pixels(run(engine, make_job(steps=2), images))[0]
+    outputs = {}
+    for controlnet in catalog.controlnets:
+        assert controlnet.path.name == controlnet.model_code
+        job = make_job(steps=2, controlnets=(control_unit(catalog, controlnet.id, NONE_PRE, "ctl"),))
+        result = run(engine, job, images)
+        assert result.images[0].size == (64, 64)
+        outputs[controlnet.model_code] = pixels(result)[0]
+        assert np.abs(outputs[controlnet.model_code] - plain).max() > 3, controlnet.model_code
+    codes = list(outputs)
+    assert all(not np.array_equal(outputs[a], outputs[b]) for i, a in enumerate(codes) for b in codes[i + 1 :])
+
+
+def test_an_image_the_preprocessor_cannot_read_ends_the_task_as_invalid_input(engine, make_job, catalog, images):
+    """openpose on a strip 32 times taller than wide fails inside controlnet-aux: the client's
+    image, so 1005 (InvalidInputError) naming the preprocessor and the size, not 1001 or 1099."""
+    strip = {**images, "strip": Image.new("RGB", (2, 64), "red")}
+    job = make_job(steps=2, controlnets=(control_unit(catalog, OPENPOSE_CN, OPENPOSE_FULL_PRE, "strip"),))
+    with pytest.raises(InvalidInputError) as error:
+        run(engine, job, strip)
+    assert task_error(error.value).code == 1005
+    assert "preprocessor 'openpose_full' cannot read this control image (2x64 pixels" in str(error.value)
+
+
+def test_a_missing_annotator_file_ends_the_task_as_a_model_load_error(tmp_path, make_job, catalog, images):
+    """The operator's setup, not the image: 1001 (ModelLoadError) naming the missing file."""
+    engine = Engine(Settings(device="cpu"), annotators_dir=tmp_path)
+    job = make_job(steps=2, controlnets=(control_unit(catalog, SCRIBBLE_CN, SCRIBBLE_HED_PRE, "ctl"),))
+    with pytest.raises(ModelLoadError) as error:
+        run(engine, job, images)
+    assert task_error(error.value).code == 1001
+    assert str(tmp_path / "ControlNetHED.pth") in str(error.value) and "'scribble_hed'" in str(error.value)

@@ -30,7 +30,7 @@ def catalog_copy(tmp_path):
         ("main/tiny-sd15-a.safetensors", "main", "main_models"),
         ("lora/tiny-lora-style.safetensors", "lora", "loras"),
         ("lora/tiny-lora-detail.safetensors", "lora", "loras"),
-        ("controlnet/cn-canny", "controlnet", "controlnets"),
+        ("controlnet/control_v11p_sd15_canny", "controlnet", "controlnets"),
         ("vae/tiny-vae", "vae", "vaes"),
     ],
 )

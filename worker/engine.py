@@ -18,13 +18,14 @@ from PIL import Image
 
 from openpik.job import ControlUnit, Job
 from openpik.settings import Settings, get_settings
+from openpik.translation import needs_translation
 from worker.compiled import CompileOptions
 from worker.control_images import fit
 from worker.controlnet import ControlNetCache, ModedControlNet
-from worker.errors import InvalidInputError, ModelLoadError
+from worker.errors import InvalidInputError, ModelLoadError, TaskError
 from worker.interface import GenerationResult, ProgressHook, image_seeds
 from worker.pipeline_cache import LoadedModel, PipelineCache
-from worker.preprocessors import PreprocessorError, Preprocessors
+from worker.preprocessors import PreprocessorError, Preprocessors, PreprocessorSetupError, UnreadableImageError
 from worker.samplers import make_scheduler
 from worker.tiling import circular_padding
 from worker.translation import Translator
@@ -38,6 +39,12 @@ PIPELINES = {
 }
 # The call argument that carries the control images, per pipeline kind (has a reference image).
 CONTROL_IMAGE_ARGUMENT = {False: "image", True: "control_image"}
+# A preprocessor's failure -> the task error the client sees: the worker's setup (its annotator
+# files, an unknown detector) or the client's image.
+PREPROCESSOR_FAILURES: dict[type[PreprocessorError], type[TaskError]] = {
+    PreprocessorSetupError: ModelLoadError,
+    UnreadableImageError: InvalidInputError,
+}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -108,8 +115,8 @@ class Engine:
     def run(
         self, job: Job, images: Mapping[str, Image.Image], on_progress: ProgressHook | None = None
     ) -> GenerationResult:
-        if job.translate_prompts:
-            job = self.translator.translate_job(job)
+        if job.translate_prompts and any(map(needs_translation, (job.prompt, job.negative_prompt))):
+            job = self.translator.translate_job(job)  # loaded on the first prompt that needs it, not before
         loaded = self.cache.model(job.model)
         self.cache.select_loras(loaded, job.loras)
         seeds = image_seeds(job.seed, job.batch_size)
@@ -188,7 +195,7 @@ def control_map(
     try:
         detected = preprocessors.run(unit.preprocessor, image, unit.preprocessor_params, unit.detect_resolution)
     except PreprocessorError as exc:
-        raise ModelLoadError(str(exc)) from exc
+        raise PREPROCESSOR_FAILURES[type(exc)](str(exc)) from exc
     return fit(detected, size, unit.resize_mode)
 
 

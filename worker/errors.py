@@ -1,10 +1,10 @@
 """Errors a worker reports on a task: one type per TaskErrorCode (spec section 8).
 
     code  type                 raised where
-    1001  ModelLoadError       a catalog file is missing or unreadable (pipeline_cache, controlnet, engine)
+    1001  ModelLoadError       a catalog or annotator file is missing or unreadable (pipeline_cache, controlnet, engine)
     1002  GpuOutOfMemoryError  CUDA out of memory, mapped from torch's error (task_error)
     1003  TimeLimitError       past the soft or hard time limit, mapped from billiard's errors (task_error)
-    1005  InvalidInputError    an input image expired or unreadable (tasks, engine)
+    1005  InvalidInputError    an input image expired or unreadable, or one a preprocessor cannot read (tasks, engine)
     1099  WorkerLostError      the task stopped its worker OPENPIK_MAX_ATTEMPTS times (tasks)
     1099  InternalTaskError    anything else: ours, logged with its traceback (task_error)
 
@@ -61,9 +61,17 @@ def task_error(exc: BaseException) -> TaskError:
     """The TaskError a task ends with when ``exc`` stopped it."""
     if isinstance(exc, TaskError):
         return exc
+    return foreign_error(exc) or InternalTaskError(
+        f"internal error ({type(exc).__name__}); the operator's logs have the details"
+    )
+
+
+def foreign_error(exc: BaseException) -> TaskError | None:
+    """The TaskError FOREIGN_ERRORS maps ``exc`` to, or None when the table does not know it
+    (callers that classify failures themselves let these through untouched)."""
     for cls in type(exc).__mro__:
         known = FOREIGN_ERRORS.get(cls) or FOREIGN_ERRORS.get(f"{cls.__module__}.{cls.__qualname__}")
         if known is not None:
             error_type, message = known
             return error_type(message)
-    return InternalTaskError(f"internal error ({type(exc).__name__}); the operator's logs have the details")
+    return None
