@@ -7,14 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from api.catalog import serving as catalog_serving
-from api.catalog.protocol import (
-    ListControlNetProcessorRequest,
-    ListControlNetProcessorResponse,
-    ListControlNetsRequest,
-    ListControlNetsResponse,
-    ListModelsRequest,
-    ListModelsResponse,
-)
+from api.catalog.protocol import ListControlNetProcessorRequest, ListControlNetsRequest, ListModelsRequest
 from api.generate.protocol import (
     GenerateImagesRequest,
     GenerateImg2ImgRequest,
@@ -73,37 +66,36 @@ def _generate(translate: Translate[Request]) -> Callable[[Services, Request, str
 
 def _get_task(services: Services, request: GetGenerateTaskDetailRequest, owner: str, body: Body) -> Envelope:
     (record,) = query_serving.own_tasks(services.tasks, [request.TaskUID], owner)
-    return GetGenerateTaskDetailResponse(TaskUID=record.task_id, **query_serving.legacy_detail(services.tasks, record))
+    detail = query_serving.legacy_detail(services.tasks, record, services.settings.public_url)
+    return GetGenerateTaskDetailResponse(TaskUID=record.task_id, **detail)
 
 
 def _list_legacy(services: Services, request: ListGenerateTaskDetailRequest, owner: str, body: Body) -> Envelope:
     records = query_serving.own_tasks(services.tasks, request.TaskUIDs, owner)
+    public_url = services.settings.public_url
     return ListGenerateTaskDetailResponse(
-        TaskDetailList=[query_serving.legacy_list_item(services.tasks, r) for r in records]
+        TaskDetailList=[query_serving.legacy_list_item(services.tasks, r, public_url) for r in records]
     )
 
 
 def _list_tasks(services: Services, request: ListTasksDetailsRequest, owner: str, body: Body) -> Envelope:
     records = query_serving.own_tasks(services.tasks, request.TaskUIDList, owner)
-    return ListTasksDetailsResponse(TaskDetailList=[query_serving.task_detail(services.tasks, r) for r in records])
+    public_url = services.settings.public_url
+    return ListTasksDetailsResponse(
+        TaskDetailList=[query_serving.task_detail(services.tasks, r, public_url) for r in records]
+    )
 
 
 def _list_models(services: Services, request: ListModelsRequest, owner: str, body: Body) -> Envelope:
-    return ListModelsResponse(ModelList=catalog_serving.list_models(services.catalog, owner))
+    return catalog_serving.list_models(services.catalog, owner)
 
 
 def _list_controlnets(services: Services, request: ListControlNetsRequest, owner: str, body: Body) -> Envelope:
-    return ListControlNetsResponse(ControlNetList=catalog_serving.list_controlnets(services.catalog))
+    return catalog_serving.list_controlnets(services.catalog, owner)
 
 
 def _list_processors(services: Services, request: ListControlNetProcessorRequest, owner: str, body: Body) -> Envelope:
-    processors = catalog_serving.list_processors(services.catalog)
-    return ListControlNetProcessorResponse(
-        ControlNetProcessorList=processors,
-        ControlNetPreProcessorList=processors,
-        ModelList=catalog_serving.list_controlnets(services.catalog),
-        PresetList=catalog_serving.list_presets(services.catalog),
-    )
+    return catalog_serving.list_processors(services.catalog, owner)
 
 
 ACTIONS: dict[str, Action[Any]] = {

@@ -15,11 +15,12 @@ from api import playground
 from api.actions import ACTIONS
 from api.body import parse_json_object, read_body
 from api.errors import InvalidParameter, MissingAction, UnsupportedAction
-from api.metrics import CONTENT_TYPE, exposition
+from api.metrics import CONTENT_TYPE, count_ignored_fields, exposition
 from api.openapi import request_body_schema
-from api.protocol_base import Envelope
+from api.protocol_base import Envelope, SignedRequest, unknown_fields
+from api.queries import serving as query_serving
 from api.signature import verify
-from openpik.routing import RESULTS_PATH, result_name
+from openpik.routing import RESULTS_PATH
 from openpik.task_records import TASK_ID_ALPHABET, TASK_ID_LENGTH
 
 router = APIRouter()
@@ -55,17 +56,21 @@ async def dispatch(request: Request) -> JSONResponse:
         wire = action.request.model_validate(body)
     except ValidationError as exc:
         raise InvalidParameter(describe_validation_error(exc)) from None
+    _ignore_unknown_fields(wire, settings.strict_fields)
     response = await run_in_threadpool(action.serve, services, wire, owner, body)
-    return JSONResponse(response.model_copy(update=request.state.echo).model_dump())
+    return JSONResponse(response.model_copy(update=request.state.echo).wire())
 
 
-@router.get(RESULTS_PATH + "/{task_id}/{name}", summary="A result image")
+@router.get(RESULTS_PATH + "/{task_id}/{name}", summary="A result image, while its task record lives")
 async def result_file(task_id: str, name: str, request: Request) -> Response:
     headers = {"X-Content-Type-Options": "nosniff"}
     data = None
     file = RESULT_FILE.match(name)
     if RESULT_TASK_ID.match(task_id) and file:
-        data = await run_in_threadpool(request.app.state.services.results.get, result_name(task_id, int(file[1])))
+        services = request.app.state.services
+        data = await run_in_threadpool(
+            query_serving.result_file, services.tasks, services.results, task_id, int(file[1])
+        )
     if data is None:
         return JSONResponse({"detail": "not found"}, status_code=404, headers=headers)
     return Response(data, media_type="image/png", headers=headers)
@@ -98,6 +103,15 @@ async def readyz(request: Request) -> JSONResponse:
     except Exception as exc:  # any Redis failure means not ready
         return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, status_code=503)
     return JSONResponse({"status": "ok"})
+
+
+def _ignore_unknown_fields(wire: SignedRequest, strict: bool) -> None:
+    """Fields no wire model declares: ignored and counted (spec section 0), or 230 when strict."""
+    unknown = unknown_fields(wire)
+    if unknown and strict:
+        raise InvalidParameter(f"{unknown[0]}: unknown field (this server has OPENPIK_STRICT_FIELDS on)")
+    if unknown:
+        count_ignored_fields(wire.Action, unknown)
 
 
 def _action_name(body: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from api.openapi import component_schemas
 from api.protocol_base import Envelope
 from models_registry.catalog import load_catalog
 from openpik.logs import configure_json_logging
-from openpik.results import result_store_from_settings
+from openpik.results import ResultSweeper, result_store_from_settings
 from openpik.settings import Settings, get_settings
 from openpik.task_records import TaskStore
 
@@ -40,7 +40,13 @@ def build_services(settings: Settings) -> tuple[Services, KeyStore]:
         catalog=load_catalog(settings.catalog),
         tasks=tasks,
         results=result_store_from_settings(settings),
-        submitter=Submitter(tasks, celery_enqueue(settings), settings.max_queue_depth, settings.max_queued_per_key),
+        submitter=Submitter(
+            tasks,
+            celery_enqueue(settings),
+            settings.max_queue_depth,
+            settings.max_queued_per_key,
+            settings.idempotency_window_s,
+        ),
     )
     return services, key_store_from_settings(settings, client)
 
@@ -48,9 +54,14 @@ def build_services(settings: Settings) -> tuple[Services, KeyStore]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_json_logging("openpik.api")
+        configure_json_logging("openpik")  # the gateway's own loggers and the shared ones (results, translation)
         app.state.services, app.state.keys = build_services(settings or get_settings())
+        services = app.state.services
+        sweeper = ResultSweeper(
+            services.results, services.settings.result_ttl_s, services.settings.result_sweep_interval_s
+        ).start()
         yield
+        sweeper.stop()
 
     app = FastAPI(
         title="OpenPik",
@@ -70,7 +81,7 @@ async def _error_envelope(request: Request, exc: Exception) -> JSONResponse:
     """Every error a request ends with, as PICPIK's envelope with the RetCode of its type."""
     error = _api_error(exc)
     echo = getattr(request.state, "echo", {})
-    body = Envelope(RetCode=error.retcode, Message=error.message, **echo).model_dump()
+    body = Envelope(RetCode=error.retcode, Message=error.message, **echo).wire()
     return JSONResponse(body, status_code=error.http_status)
 
 

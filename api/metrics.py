@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -34,12 +35,19 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` twin
 
 REQUESTS = Counter("openpik_requests_total", "POST / requests answered, by Action and RetCode", ["action", "retcode"])
 DURATION = Histogram("openpik_request_duration_seconds", "Time to answer POST /, by Action", ["action"])
+IGNORED_FIELDS = Counter(
+    "openpik_ignored_fields_total",
+    "Request fields no wire model declares, ignored, by Action and field",
+    ["action", "field"],
+)
 
 # Label values besides the Action names and RetCodes, so clients cannot create new series.
 MISSING = "none"  # no Action string (a body that is not a JSON object, too), or no RetCode
 OTHER_ACTION = "other"  # an Action this server does not support
 INTERNAL_ERROR_RETCODE = InternalError.retcode  # what api.app answers for an unhandled exception
 LOGGED_TEXT_CHARS = 100  # client strings in the log are cut here
+MAX_IGNORED_FIELD_SERIES = 200  # clients name the fields: past this many series they count as OTHER_FIELD
+OTHER_FIELD = "other"
 
 log = logging.getLogger("openpik.api.requests")
 
@@ -48,6 +56,20 @@ def action_label(action: object) -> str:
     if not isinstance(action, str) or not action:
         return MISSING
     return action if action in ACTIONS else OTHER_ACTION
+
+
+_ignored_series: set[tuple[str, str]] = set()
+
+
+def count_ignored_fields(action: str, paths: list[str]) -> None:
+    """Count each ignored field by its path without list indexes (ControlNetParams.Foo), log them."""
+    log.debug("ignored unknown fields", extra={"action": action, "fields": paths})
+    for path in paths:
+        series = (action, re.sub(r"\[\d+\]", "", path))
+        if series not in _ignored_series and len(_ignored_series) >= MAX_IGNORED_FIELD_SERIES:
+            series = (action, OTHER_FIELD)
+        _ignored_series.add(series)
+        IGNORED_FIELDS.labels(*series).inc()
 
 
 class RequestObserver:

@@ -30,6 +30,7 @@ import psutil
 from PIL import Image
 
 from bench.common import Context, Row, median, ms, running_stack
+from openpik.routing import result_url
 from openpik.task_records import TaskRecord, TaskStore
 from tests.requests import custom_unit, png_base64, txt2img
 from tests.stack import signed
@@ -165,7 +166,7 @@ def _detail(client: httpx.Client, task: str) -> dict:
 
 def _max_difference(client: httpx.Client, run: StackRun, direct_image: Image.Image) -> int:
     """Largest per-pixel difference between the stack's result and the direct call's image."""
-    stacked = Image.open(io.BytesIO(client.get(run.record.urls[0]).content))
+    stacked = Image.open(io.BytesIO(client.get(result_url("", run.record.results[0])).content))
     return int(np.abs(np.asarray(stacked, dtype=np.int16) - np.asarray(direct_image, dtype=np.int16)).max())
 
 

@@ -149,7 +149,7 @@ class OpenPikClient:
 
 
 def image_to_base64(image: str | Path | Image.Image) -> str:
-    """A file's bytes as they are (PNG, JPEG or WEBP), or a PIL image as PNG, in base64."""
+    """A file's bytes as they are (PNG, JPEG, WEBP, BMP or GIF), or a PIL image as PNG, in base64."""
     if isinstance(image, Image.Image):
         buffer = io.BytesIO()
         image.save(buffer, "PNG")

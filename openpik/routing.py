@@ -26,10 +26,14 @@ RESULTS_PATH = "/results"
 
 
 def result_name(task_id: str, index: int) -> str:
-    """The key of a task's ``index``-th image in the result store."""
+    """The key of a task's ``index``-th image in the result store, as its task record lists it."""
     return f"{task_id}/{index}.png"
 
 
-def result_url(public_url: str, task_id: str, index: int) -> str:
-    """The URL a client downloads a result from, under the gateway's public base URL."""
-    return f"{public_url.rstrip('/')}{RESULTS_PATH}/{result_name(task_id, index)}"
+def result_url(public_url: str, name: str) -> str:
+    """The URL a client downloads result ``name`` from, under the answering gateway's public base URL.
+
+    Built when the gateway answers, never stored: a record holds names only, so changing
+    OPENPIK_PUBLIC_URL (or a worker configured with another one) cannot leave stale URLs behind.
+    """
+    return f"{public_url.rstrip('/')}{RESULTS_PATH}/{name}"

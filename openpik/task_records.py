@@ -48,7 +48,7 @@ def owner_queued_key(owner: str) -> str:
 
 
 def idempotency_key(owner: str, request_uuid: str) -> str:
-    """One key's request_uuid -> "<TaskUID> <fingerprint of the request>" (see claim_request)."""
+    """One key's request_uuid -> "<TaskUID> <fingerprint of the request>" (see retry_of)."""
     return f"{PREFIX}idempotency:{owner}:{request_uuid}"
 
 
@@ -70,7 +70,9 @@ class TaskRecord:
     status: TaskStatus = TaskStatus.QUEUING
     progress: int = 0
     seeds: list[int] = field(default_factory=list)
-    urls: list[str] = field(default_factory=list)
+    results: list[str] = field(default_factory=list)
+    """The images' names in the result store (openpik.routing.result_name); the gateway that
+    answers turns them into URLs, so a record never holds a URL."""
     error_code: int = 0
     error_message: str = ""
     attempts: int = 0
@@ -78,6 +80,7 @@ class TaskRecord:
     started_at: float = 0.0
     finished_at: float = 0.0
     note: str = ""
+    """Something the client should know about how the task ran (e.g. a prompt left untranslated)."""
     worker: str = ""
 
     def to_hash(self) -> dict[EncodableT, EncodableT]:
@@ -94,7 +97,7 @@ class TaskRecord:
             status=TaskStatus(values["status"]),
             progress=int(values["progress"]),
             seeds=json.loads(values["seeds"]),
-            urls=json.loads(values["urls"]),
+            results=json.loads(values.get("results", "[]")),  # records written before names: no images
             error_code=int(values["error_code"]),
             error_message=values["error_message"],
             attempts=int(values["attempts"]),
@@ -184,17 +187,13 @@ class TaskStore:
         """Raises redis.RedisError when the store does not answer."""
         self.redis.ping()
 
-    def claim_request(self, owner: str, request_uuid: str, task_id: str, fingerprint: str) -> tuple[str, str] | None:
-        """Reserve ``request_uuid`` for ``task_id``; None when it was free, else the earlier
-        (task id, fingerprint) it was claimed with. Claims live as long as task records."""
-        key = idempotency_key(owner, request_uuid)
-        if self.redis.set(key, f"{task_id} {fingerprint}", nx=True, ex=self.ttl_s):
-            return None
-        claimed = self.redis.get(key)
-        if claimed is None:  # expired between the two calls: the uuid is free again
-            return self.claim_request(owner, request_uuid, task_id, fingerprint)
-        earlier_task, earlier_fingerprint = _text(claimed).split(" ")
-        return earlier_task, earlier_fingerprint
+    def retry_of(self, owner: str, request_uuid: str, fingerprint: str, task_id: str, window_s: int) -> str | None:
+        """The task an identical request with this request_uuid created within ``window_s``
+        (this one is a retry of it), else None: then ``task_id`` claims the uuid for the window,
+        replacing a claim made with other parameters. One script, so two retries racing each
+        other cannot both create a task."""
+        earlier = self.redis.eval(_RETRY_OF, 1, idempotency_key(owner, request_uuid), task_id, fingerprint, window_s)
+        return _text(earlier) if isinstance(earlier, bytes | str) else None
 
     def release_request(self, owner: str, request_uuid: str) -> None:
         """Free a claim whose task was never stored, so a retry of the request is new."""
@@ -203,6 +202,12 @@ class TaskStore:
     def get(self, task_id: str) -> TaskRecord | None:
         raw = self.redis.hgetall(record_key(task_id))
         return TaskRecord.from_hash(raw) if raw else None
+
+    def result_names(self, task_id: str) -> list[str] | None:
+        """The names of a task's images; None once its record has expired. One HGET, so the
+        result route can afford it on every download."""
+        raw = self.redis.hget(record_key(task_id), "results")
+        return None if raw is None else list(json.loads(raw))
 
     def get_many(self, task_ids: list[str]) -> list[TaskRecord | None]:
         with self.redis.pipeline(transaction=False) as pipe:
@@ -238,8 +243,9 @@ class TaskStore:
         )
         return None if attempts is None else int(attempts)
 
-    def finish(self, task_id: str, urls: list[str], seeds: list[int]) -> None:
-        self._end(task_id, TaskStatus.FINISHED, urls=urls, seeds=seeds, progress=100, finished_at=time.time())
+    def finish(self, task_id: str, results: list[str], seeds: list[int]) -> None:
+        """Finished, with the names its images were stored under (never URLs) and their seeds."""
+        self._end(task_id, TaskStatus.FINISHED, results=results, seeds=seeds, progress=100, finished_at=time.time())
 
     def fail(self, task_id: str, code: int, message: str) -> None:
         self._end(task_id, TaskStatus.ERROR, error_code=code, error_message=message, finished_at=time.time())
@@ -282,6 +288,18 @@ move_status(KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 2))
 """
 )
+
+# KEYS[1]: the claim; ARGV: task id, fingerprint, window. The earlier task id when the claim
+# holds the same fingerprint; otherwise the claim becomes this task's and nothing is returned.
+_RETRY_OF = """
+local claimed = redis.call('GET', KEYS[1])
+if claimed then
+  local space = string.find(claimed, ' ', 1, true)
+  if string.sub(claimed, space + 1) == ARGV[2] then return string.sub(claimed, 1, space - 1) end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[3])
+return false
+"""
 
 # HSET only when the record still exists: a late worker must not resurrect an expired task.
 _UPDATE_IF_EXISTS = """

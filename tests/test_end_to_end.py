@@ -267,6 +267,8 @@ def test_results_in_s3_compatible_storage_are_written_and_served(fault_env, tmp_
             assert done["TaskStatus"] == "Finished"
             keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="results")["Contents"])
             assert keys == [result_name(task, 0), result_name(task, 1)]
+            (rule,) = client.get_bucket_lifecycle_configuration(Bucket="results")["Rules"]  # the gateway's, at start
+            assert rule["ID"] == "openpik-result-expiry" and rule["Expiration"] == {"Days": 1}  # a 24-hour TTL
             assert download(done["FinalPictureUrls"][1]).shape == (64, 64, 3)
             assert not (tmp_path / "none").exists()
     finally:

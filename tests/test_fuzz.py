@@ -60,7 +60,7 @@ SEEDED_BODIES = [
         "Image2Image": {"ImageIndex": 0},
         "ControlNetList": [
             {
-                "ControlModel": {"ModelCode": "cn-canny"},
+                "ControlModel": {"ModelCode": "control_v11p_sd15_canny"},
                 "ImageIndex": 0,
                 "PreProcessor": {"ModelCode": "canny", "InferenceParams": {"CannyLowThreshold": 50}},
             }

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from api.generate.protocol import GenerateImagesRequest, GenerateImg2ImgRequest
 from api.generate.serving import translate_images, translate_legacy
 from openpik.routing import DEFAULT_QUEUE
 from openpik.settings import Settings
+from openpik.translation import UNTRANSLATED_NOTE
 from tests.requests import PNG, img2img
 
 pytestmark = pytest.mark.models
@@ -49,9 +52,10 @@ def test_translation_is_asked_for_only_when_the_catalog_has_a_translator(catalog
     assert asked.job.translate_prompts and asked.note == ""
     assert not translate_legacy(legacy(TranslatePrompt=False), catalog, "k", settings).job.translate_prompts
     without = catalog.model_copy(update={"translator": None})
-    unconfigured = translate_legacy(legacy(TranslatePrompt=True), without, "k", settings)
-    assert not unconfigured.job.translate_prompts
-    assert unconfigured.note == "prompt translation not configured: prompts passed unchanged"
+    english = translate_legacy(legacy(TranslatePrompt=True), without, "k", settings)
+    assert not english.job.translate_prompts and english.note == ""
+    chinese = translate_legacy(legacy(TranslatePrompt=True, PositivePrompts=["一个苹果"]), without, "k", settings)
+    assert not chinese.job.translate_prompts and chinese.note == UNTRANSLATED_NOTE
 
 
 def test_generate_images_uses_catalog_defaults_and_image_indexes(catalog, settings):
@@ -85,3 +89,20 @@ def test_the_cost_cap_is_off_by_default_and_refuses_expensive_tasks_when_set(cat
     assert translate_legacy(legacy(Steps=20, BatchSize=4), catalog, "k", capped).job.steps == 20
     with pytest.raises(InvalidParameter, match=r"^Width x Height x Steps x BatchSize: .* exceeds"):
         translate_legacy(legacy(Steps=21, BatchSize=4), catalog, "k", capped)
+
+
+@pytest.mark.parametrize("kind", ["loras", "controlnets"])
+def test_an_owned_lora_or_controlnet_is_usable_by_its_owner_only(catalog, settings, kind):
+    from api.errors import InvalidParameter
+
+    owned = [
+        entry.model_copy(update={"owner": "owner-key"}) if entry.id == 1 else entry for entry in getattr(catalog, kind)
+    ]
+    private = catalog.model_copy(update={kind: owned})
+    unit = {"ControlPreSetId": 0, "ControlNetImg": PNG, "ModelId": 1, "PreProcessorId": "none"}
+    fields = {"SubModelIds": [1]} if kind == "loras" else {"ControlNetParams": [unit]}
+    mine = translate_legacy(legacy(**fields), private, "owner-key", settings).job
+    assert (mine.loras if kind == "loras" else mine.controlnets)[0].path == str(getattr(catalog, kind)[0].path)
+    where = "SubModelIds[0]: no LoRA with id 1" if kind == "loras" else "ControlNetParams[0].ModelId"
+    with pytest.raises(InvalidParameter, match=rf"^{re.escape(where)}"):
+        translate_legacy(legacy(**fields), private, "another-key", settings)

@@ -11,12 +11,10 @@ from typing import Protocol
 from PIL import Image
 
 from openpik.job import Job
+from openpik.vocabulary import RANDOM_SEED_MAX
 
 ProgressHook = Callable[[int, int], None]
 """Called after each denoising step with (steps done, steps in this run)."""
-
-SEED_RANGE = 2**32
-"""Seeds drawn for -1 lie in 0..SEED_RANGE-1."""
 
 
 @dataclass(frozen=True)
@@ -35,5 +33,5 @@ class ImageEngine(Protocol):
 
 def image_seeds(seed: int, batch_size: int) -> list[int]:
     """Image i uses seed + i; -1 draws the base seed (reported back, so it reproduces)."""
-    base = secrets.randbelow(SEED_RANGE) if seed == -1 else seed
+    base = secrets.randbelow(RANDOM_SEED_MAX + 1) if seed == -1 else seed
     return [base + i for i in range(batch_size)]

@@ -1,7 +1,8 @@
 """The generate task: a queued Job -> images in the result store and a Finished record.
 
 Everything a client can see goes through the task record; every way a task can end writes
-Finished or Error there, with the TaskErrorCode of spec section 8.
+Finished or Error there, with the TaskErrorCode of spec section 8. Workers only write results
+(named, never as URLs); deleting expired ones is the gateways' sweep (openpik.results.ResultSweeper).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from celery.signals import worker_process_init
 from openpik.images import open_stored_image
 from openpik.job import Job
 from openpik.results import ResultStore, result_store_from_settings
-from openpik.routing import DEFAULT_QUEUE, GENERATE_TASK, result_name, result_url
+from openpik.routing import DEFAULT_QUEUE, GENERATE_TASK, result_name
 from openpik.settings import get_settings
 from openpik.task_records import TaskStore
 from worker import metrics
@@ -26,7 +27,6 @@ from worker.errors import InvalidInputError, TaskError, WorkerLostError, task_er
 from worker.interface import ImageEngine
 
 log = logging.getLogger("openpik.worker")
-CLEANUP_INTERVAL_S = 600
 
 
 @cache
@@ -106,19 +106,20 @@ def run_job(job: Job, queue: str, worker: str) -> None:
     try:
         if attempt > settings.max_attempts:
             raise WorkerLostError(f"the task stopped its worker {attempt - 1} times; not retried")
-        urls, seeds = _generate(job, tasks)
+        names, seeds = _generate(job, tasks)
     except Exception as exc:
         error = task_error(exc)
         if not isinstance(exc, TaskError):  # raised under us: the operator needs the traceback
             log.exception("task %s failed", job.task_id)
         tasks.fail(job.task_id, error.code, str(error))
     else:
-        tasks.finish(job.task_id, urls, seeds)
+        tasks.finish(job.task_id, names, seeds)
     metrics.task_changed(tasks.get(job.task_id))
-    _cleanup_expired_results()
 
 
 def _generate(job: Job, tasks: TaskStore) -> tuple[list[str], list[int]]:
+    """The images' names in the result store and their seeds. Names, not URLs: the gateway that
+    answers a query builds the URL from its own public URL (openpik.routing.result_url)."""
     stored = tasks.images(job.task_id, job.image_keys)
     missing = set(job.image_keys) - set(stored)
     if missing:
@@ -126,14 +127,12 @@ def _generate(job: Job, tasks: TaskStore) -> tuple[list[str], list[int]]:
     images = {name: open_stored_image(data) for name, data in stored.items()}
     result = engine().run(job, images, on_progress=_progress_writer(tasks, job.task_id))
     metrics.engine_used(engine())
-    public_url = get_settings().public_url
-    urls = []
-    for index, image in enumerate(result.images):
+    names = [result_name(job.task_id, index) for index in range(len(result.images))]
+    for name, image in zip(names, result.images, strict=True):
         buffer = io.BytesIO()
         image.save(buffer, "PNG")
-        result_store().put(result_name(job.task_id, index), buffer.getvalue())
-        urls.append(result_url(public_url, job.task_id, index))
-    return urls, result.seeds
+        result_store().put(name, buffer.getvalue())
+    return names, result.seeds
 
 
 def _progress_writer(tasks: TaskStore, task_id: str):
@@ -149,20 +148,3 @@ def _progress_writer(tasks: TaskStore, task_id: str):
             tasks.update(task_id, progress=min(99, int(100 * done / total)))
 
     return write
-
-
-_last_cleanup = 0.0
-
-
-def _cleanup_expired_results() -> None:
-    global _last_cleanup
-    if time.monotonic() - _last_cleanup < CLEANUP_INTERVAL_S:
-        return
-    _last_cleanup = time.monotonic()
-    try:
-        deleted = result_store().delete_older_than(get_settings().result_ttl_s)
-    except Exception:
-        log.exception("deleting expired results failed")
-        return
-    if deleted:
-        log.info("deleted %d expired result images", deleted)

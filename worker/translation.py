@@ -1,9 +1,7 @@
 """TranslatePrompt: non-English prompts through a local MarianMT model, English ones untouched.
 
-Which prompts are "not English" is a deliberately simple rule: a prompt containing a letter
-outside ASCII (Chinese, Cyrillic, accented Latin, ...) is translated; plain ASCII text is
-taken as English and passed unchanged, so an English prompt never pays for (or is altered
-by) a translation.
+Which prompts are "not English" is openpik.translation.needs_translation's rule (a letter
+outside ASCII), shared with the gateway, which notes the prompts it cannot have translated.
 """
 
 from __future__ import annotations
@@ -11,12 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from openpik.job import Job
+from openpik.translation import needs_translation
 
 MAX_NEW_TOKENS = 128  # CLIP reads 77 tokens; a longer translation is cut anyway
-
-
-def needs_translation(text: str) -> bool:
-    return any(ord(char) > 127 and char.isalpha() for char in text)
 
 
 class Translator:

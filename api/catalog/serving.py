@@ -1,76 +1,128 @@
-"""The operator's catalog, as the catalog actions show it to one key."""
+"""The operator's catalog, as the catalog actions show it to one key.
+
+A key sees the operator's entries (no owner) and its own; nothing of another key's. VAEs are
+not listed: PICPIK's shapes have no place for them and no request names one (the main model's
+default VAE, or its own with UseMainModelVAE, is chosen by the gateway).
+"""
 
 from __future__ import annotations
 
-from api.catalog.protocol import ControlNetItem, ModelItem, PresetItem, ProcessorItem, ProcessorParam
-from api.protocol_base import wire_param_name
-from models_registry.catalog import Catalog
+from api.catalog.protocol import (
+    ControlModelInfo,
+    ControlNetModelItem,
+    ListControlNetProcessorResponse,
+    ListControlNetsResponse,
+    ListModelsResponse,
+    LoraInferenceParams,
+    LoraModelInfo,
+    MainInferenceParams,
+    MainModelInfo,
+    Number,
+    PreProcessorInfo,
+    PresetItem,
+    ProcessorItem,
+    ProcessorParam,
+)
+from api.protocol_base import param_label, wire_param_name
+from models_registry.catalog import Catalog, Lora, MainModel, Preprocessor
 
 
-def list_models(catalog: Catalog, owner: str) -> list[ModelItem]:
-    mains = [
-        ModelItem(
-            Id=m.id,
-            ModelCode=m.model_code,
-            ModelName=m.name,
-            ModelType="main_model",
-            Scope="custom_model" if m.owner else "combined_model",
-            BaseModel=m.architecture,
-            DefaultInferenceParams=m.defaults.model_dump(),
-        )
-        for m in catalog.main_models
-        if m.owner in (None, owner)
-    ]
-    loras = [
-        ModelItem(
-            Id=lo.id,
-            ModelCode=lo.model_code,
-            ModelName=lo.name,
-            ModelType="lora",
-            BaseModel=lo.architecture,
-            TriggerWords=lo.trigger_words,
-            DefaultInferenceParams={"LoraWeight": lo.default_weight},
-        )
-        for lo in catalog.loras
-    ]
-    vaes = [
-        ModelItem(Id=v.id, ModelCode=v.model_code, ModelName=v.name or v.model_code, ModelType="vae")
-        for v in catalog.vaes
-    ]
-    return mains + loras + vaes
+def list_models(catalog: Catalog, owner: str) -> ListModelsResponse:
+    return ListModelsResponse(
+        MainModels={m.model_code: _main_model(m) for m in catalog.main_models if m.usable_by(owner)},
+        LoraModels={lo.model_code: _lora(lo) for lo in catalog.loras if lo.usable_by(owner)},
+        EmbeddingModels={},
+        HypernetworkModels={},
+    )
 
 
-def list_controlnets(catalog: Catalog) -> list[ControlNetItem]:
-    return [
-        ControlNetItem(Id=c.id, ModelCode=c.model_code, ModelName=c.name, BaseModel=c.architecture)
-        for c in catalog.controlnets
-    ]
+def list_controlnets(catalog: Catalog, owner: str) -> ListControlNetsResponse:
+    return ListControlNetsResponse(
+        PreProcessors={p.model_code: _preprocessor(p) for p in catalog.preprocessors},
+        ControlModels={
+            c.model_code: ControlModelInfo(Name=c.name, ModelCode=c.model_code, Id=c.id, BaseModel=c.architecture)
+            for c in catalog.controlnets
+            if c.usable_by(owner)
+        },
+    )
 
 
-def list_processors(catalog: Catalog) -> list[ProcessorItem]:
-    return [
-        ProcessorItem(
-            Id=p.id,
-            ModelCode=p.model_code,
-            Name=p.name,
-            HasResolution=p.has_resolution,
-            DefaultResolution=p.default_resolution,
-            Params=[
-                ProcessorParam(
-                    Name=wire_param_name(p.model_code, s.name),
-                    DefaultValue=s.default,
-                    MinValue=s.min,
-                    MaxValue=s.max,
-                    Step=s.step,
-                )
-                for s in p.params
-            ],
-        )
-        for p in catalog.preprocessors
-    ]
+def list_processors(catalog: Catalog, owner: str) -> ListControlNetProcessorResponse:
+    processors = [_processor_item(p) for p in catalog.preprocessors]
+    return ListControlNetProcessorResponse(
+        ControlNetProcessorList=processors,
+        ControlNetPreProcessorList=processors,
+        ModelList=[
+            ControlNetModelItem(Id=c.id, Name=c.name, ModelCode=c.model_code, BaseModel=c.architecture)
+            for c in catalog.controlnets
+            if c.usable_by(owner)
+        ],
+        PresetList=[
+            PresetItem(Id=p.id, Name=p.name, ModelId=p.controlnet, PreProcessorId=p.preprocessor)
+            for p in catalog.presets
+        ],
+    )
 
 
-def list_presets(catalog: Catalog) -> list[PresetItem]:
-    return [
-        PresetItem(Id=p.id, Name=p.name, ModelId=p.controlnet, PreProcessorId=p.preprocessor) for p in catalog.presets
-    ]
+def _main_model(model: MainModel) -> MainModelInfo:
+    defaults = model.defaults
+    return MainModelInfo(
+        Name=model.name,
+        ModelCode=model.model_code,
+        IsOfficial=model.owner is None,
+        TriggerWordList=[],
+        InferenceParams=MainInferenceParams(
+            Steps=defaults.steps, Sampler=defaults.sampler, CFGScale=defaults.cfg_scale, ClipSkip=defaults.clip_skip
+        ),
+        Id=model.id,
+        BaseModel=model.architecture,
+        Width=defaults.width,
+        Height=defaults.height,
+    )
+
+
+def _lora(lora: Lora) -> LoraModelInfo:
+    return LoraModelInfo(
+        Name=lora.name,
+        ModelCode=lora.model_code,
+        IsOfficial=lora.owner is None,
+        TriggerWordList=lora.trigger_words,
+        InferenceParams=LoraInferenceParams(LoraWeight=lora.default_weight),
+        Id=lora.id,
+        BaseModel=lora.architecture,
+    )
+
+
+def _preprocessor(preprocessor: Preprocessor) -> PreProcessorInfo:
+    """Its InferenceParams at their defaults, under the names GenerateImages reads back."""
+    resolution: dict[str, Number] = (
+        {"Resolution": preprocessor.default_resolution} if preprocessor.has_resolution else {}
+    )
+    params = {wire_param_name(preprocessor.model_code, s.name): _number(s.default) for s in preprocessor.params}
+    return PreProcessorInfo(
+        Name=preprocessor.name, ModelCode=preprocessor.model_code, InferenceParams=resolution | params
+    )
+
+
+def _processor_item(preprocessor: Preprocessor) -> ProcessorItem:
+    return ProcessorItem(
+        Id=preprocessor.id,
+        Name=preprocessor.name,
+        HasResolution=preprocessor.has_resolution,
+        Params=[
+            ProcessorParam(
+                ParamName=param_label(preprocessor.model_code, s.name),
+                ParamDefaultValue=_number(s.default),
+                MiniMum=_number(s.min),
+                MaxiMum=_number(s.max),
+                Step=_number(s.step),
+            )
+            for s in preprocessor.params
+        ],
+        ModelCode=preprocessor.model_code,
+    )
+
+
+def _number(value: float) -> Number:
+    """100.0 -> 100: a client that decodes a threshold into an int fails on "100.0"."""
+    return int(value) if value.is_integer() else value

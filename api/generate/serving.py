@@ -25,6 +25,7 @@ from openpik.job import ControlUnit, Job, LoraRef, round_dimension
 from openpik.routing import queue_name
 from openpik.samplers import UnknownSamplerError, canonical_sampler
 from openpik.settings import Settings
+from openpik.translation import untranslated_note
 
 LegacyRequest = GenerateImg2ImgRequest | GenerateTxt2ImgRequest
 PROMPT_SEPARATOR = ", "
@@ -76,7 +77,7 @@ def translate_legacy(request: LegacyRequest, catalog: Catalog, owner: str, setti
         seed=request.Seed,
         batch_size=request.BatchSize,
         clip_skip=request.ClipSkip,
-        loras=_legacy_loras(request, catalog),
+        loras=_legacy_loras(request, catalog, owner),
     )
     if isinstance(request, GenerateImg2ImgRequest) and request.ReferenceImage:
         fields |= dict(
@@ -85,13 +86,13 @@ def translate_legacy(request: LegacyRequest, catalog: Catalog, owner: str, setti
         )
     if request.EnableControlNet is not False:
         fields["controlnets"] = tuple(
-            _legacy_unit(catalog, param, f"ControlNetParams[{i}]", images)
+            _legacy_unit(catalog, param, f"ControlNetParams[{i}]", images, owner)
             for i, param in enumerate(request.ControlNetParams)
         )
     return _submission(fields, model, images, request.TranslatePrompt, catalog, settings)
 
 
-def _legacy_loras(request: LegacyRequest, catalog: Catalog) -> tuple[LoraRef, ...]:
+def _legacy_loras(request: LegacyRequest, catalog: Catalog, owner: str) -> tuple[LoraRef, ...]:
     if len(set(request.SubModelIds)) != len(request.SubModelIds):
         raise InvalidParameter("SubModelIds: each LoRA id may appear once")
     weights: dict[int, float] = {}
@@ -102,19 +103,20 @@ def _legacy_loras(request: LegacyRequest, catalog: Catalog) -> tuple[LoraRef, ..
     refs = []
     for i, lora_id in enumerate(request.SubModelIds):
         lora = catalog.lora(lora_id)
-        if lora is None:
+        if lora is None or not lora.usable_by(owner):
             raise InvalidParameter(f"SubModelIds[{i}]: no LoRA with id {lora_id} (see ListModels)")
         refs.append(lora_ref(lora, weights.get(lora_id)))
     return tuple(refs)
 
 
-def _legacy_unit(catalog: Catalog, param: ControlNetParam, where: str, images: _Images) -> ControlUnit:
+def _legacy_unit(catalog: Catalog, param: ControlNetParam, where: str, images: _Images, owner: str) -> ControlUnit:
     image = images.add(f"control{len(images.stored)}", param.ControlNetImg, f"{where}.ControlNetImg")
     if param.preset_id:
         if catalog.preset(param.preset_id) is None:
             raise InvalidParameter(f"{where}.ControlPreSetId: preset {param.preset_id} is not configured")
         return preset_unit(catalog, param.preset_id, image, weight=param.ControlWeight)
-    if param.ModelId is None or catalog.controlnet(param.ModelId) is None:
+    controlnet = catalog.controlnet(param.ModelId) if param.ModelId is not None else None
+    if controlnet is None or not controlnet.usable_by(owner):
         raise InvalidParameter(
             f"{where}.ModelId: a custom unit (ControlPreSetId 0) needs an existing ControlNet "
             f"model id (see ListControlNetProcessor ModelList); got {param.ModelId}"
@@ -125,7 +127,7 @@ def _legacy_unit(catalog: Catalog, param: ControlNetParam, where: str, images: _
     _check_params(preprocessor, params, [f"{where}.Param1Value", f"{where}.Param2Value"])
     return control_unit(
         catalog,
-        param.ModelId,
+        controlnet.id,
         preprocessor.id,
         image,
         params=params,
@@ -139,16 +141,17 @@ def _legacy_unit(catalog: Catalog, param: ControlNetParam, where: str, images: _
 
 
 def _legacy_preprocessor(catalog: Catalog, preprocessor_id: int | str | None, where: str) -> Preprocessor:
-    if isinstance(preprocessor_id, int):
-        found = catalog.preprocessor(preprocessor_id)
-    elif preprocessor_id == "none":
+    """An id from ListControlNetProcessor; 0 or "none": the image is the control map."""
+    if preprocessor_id in (0, "none"):
         found = next((p for p in catalog.preprocessors if p.detector == "none"), None)
+    elif isinstance(preprocessor_id, int):
+        found = catalog.preprocessor(preprocessor_id)
     else:
         found = None
     if found is None:
         raise InvalidParameter(
             f"{where}: a custom unit needs an existing preprocessor id "
-            f'(see ListControlNetProcessor) or "none"; got {preprocessor_id}'
+            f'(see ListControlNetProcessor), or 0 or "none"; got {preprocessor_id}'
         )
     return found
 
@@ -168,8 +171,8 @@ def translate_images(request: GenerateImagesRequest, catalog: Catalog, owner: st
         positive=request.PositivePrompts,
         negative=request.NegativePrompts,
         sampler=(params.Sampler or defaults.sampler, "MainModel.InferenceParams.Sampler"),
-        width=request.Width,
-        height=request.Height,
+        width=request.Width or defaults.width,
+        height=request.Height or defaults.height,
         translate=request.TranslatePrompts,
     ) | dict(
         steps=params.Steps or defaults.steps,
@@ -178,7 +181,7 @@ def translate_images(request: GenerateImagesRequest, catalog: Catalog, owner: st
         seed=request.Seed,
         batch_size=request.BatchSize,
         tileable=request.Tileable,
-        loras=_current_loras(request, catalog),
+        loras=_current_loras(request, catalog, owner),
     )
     if request.Image2Image is not None:
         index = _image_index(request, request.Image2Image.ImageIndex, "Image2Image.ImageIndex")
@@ -188,17 +191,17 @@ def translate_images(request: GenerateImagesRequest, catalog: Catalog, owner: st
             init_resize_mode=request.Image2Image.ResizeMode,
         )
     fields["controlnets"] = tuple(
-        _current_unit(catalog, item, f"ControlNetList[{i}]", request, images)
+        _current_unit(catalog, item, f"ControlNetList[{i}]", request, images, owner, settings.strict_fields)
         for i, item in enumerate(request.ControlNetList)
     )
     return _submission(fields, model, images, request.TranslatePrompts, catalog, settings)
 
 
-def _current_loras(request: GenerateImagesRequest, catalog: Catalog) -> tuple[LoraRef, ...]:
+def _current_loras(request: GenerateImagesRequest, catalog: Catalog, owner: str) -> tuple[LoraRef, ...]:
     refs = []
     for i, sub in enumerate(request.SubModelList):
         lora = next((lo for lo in catalog.loras if lo.model_code == sub.ModelCode), None)
-        if lora is None:
+        if lora is None or not lora.usable_by(owner):
             raise InvalidParameter(f"SubModelList[{i}].ModelCode: no LoRA {sub.ModelCode!r} (see ListModels)")
         refs.append(lora_ref(lora, sub.InferenceParams.LoraWeight))
     if len({r.lora_id for r in refs}) != len(refs):
@@ -207,10 +210,16 @@ def _current_loras(request: GenerateImagesRequest, catalog: Catalog) -> tuple[Lo
 
 
 def _current_unit(
-    catalog: Catalog, item: ControlNetItem, where: str, request: GenerateImagesRequest, images: _Images
+    catalog: Catalog,
+    item: ControlNetItem,
+    where: str,
+    request: GenerateImagesRequest,
+    images: _Images,
+    owner: str,
+    strict_fields: bool,
 ) -> ControlUnit:
     controlnet = next((c for c in catalog.controlnets if c.model_code == item.ControlModel.ModelCode), None)
-    if controlnet is None:
+    if controlnet is None or not controlnet.usable_by(owner):
         raise InvalidParameter(
             f"{where}.ControlModel.ModelCode: no ControlNet {item.ControlModel.ModelCode!r} (see ListControlNets)"
         )
@@ -220,26 +229,8 @@ def _current_unit(
             f"{where}.PreProcessor.ModelCode: no preprocessor {item.PreProcessor.ModelCode!r} "
             "(see ListControlNetProcessor)"
         )
-    given = item.PreProcessor.InferenceParams.model_extra or {}
-    by_wire_name = {wire_param_name(preprocessor.model_code, spec.name): spec for spec in preprocessor.params}
-    for name, value in given.items():
-        if name not in by_wire_name:
-            raise InvalidParameter(
-                f"{where}.PreProcessor.InferenceParams.{name}: not a parameter of "
-                f"{preprocessor.model_code} (accepted: {', '.join(by_wire_name) or 'none'})"
-            )
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidParameter(f"{where}.PreProcessor.InferenceParams.{name}: must be a number")
-    params = [
-        given.get(wire_param_name(preprocessor.model_code, spec.name), spec.default) for spec in preprocessor.params
-    ]
-    _check_params(
-        preprocessor,
-        params,
-        [
-            f"{where}.PreProcessor.InferenceParams.{wire_param_name(preprocessor.model_code, s.name)}"
-            for s in preprocessor.params
-        ],
+    params = _preprocessor_params(
+        preprocessor, item.PreProcessor.InferenceParams.model_extra or {}, f"{where}.PreProcessor", strict_fields
     )
     index = _image_index(request, item.ImageIndex, f"{where}.ImageIndex")
     image = images.add(f"image{index}", request.ImageAndMaskList[index], f"ImageAndMaskList[{index}]")
@@ -257,6 +248,30 @@ def _current_unit(
         resize_mode=control.ResizeMode,
         detect_resolution=item.PreProcessor.InferenceParams.Resolution or preprocessor.default_resolution,
     )
+
+
+def _preprocessor_params(
+    preprocessor: Preprocessor, given: dict[str, Any], where: str, strict_fields: bool
+) -> list[float]:
+    """The preprocessor's parameters in catalog order, from the InferenceParams keys that
+    ListControlNets lists for it (CannyLowThreshold); other keys belong to other
+    preprocessors and are not read (refused with OPENPIK_STRICT_FIELDS)."""
+    wire_names = [wire_param_name(preprocessor.model_code, spec.name) for spec in preprocessor.params]
+    unknown = sorted(set(given) - set(wire_names))
+    if strict_fields and unknown:
+        raise InvalidParameter(
+            f"{where}.InferenceParams.{unknown[0]}: not a parameter of {preprocessor.model_code} "
+            f"(accepted: {', '.join(wire_names) or 'none'})"
+        )
+    for name in wire_names:
+        value = given.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InvalidParameter(f"{where}.InferenceParams.{name}: must be a number")
+    params = [
+        spec.default if given.get(name) is None else given[name] for spec, name in zip(preprocessor.params, wire_names)
+    ]
+    _check_params(preprocessor, params, [f"{where}.InferenceParams.{name}" for name in wire_names])
+    return params
 
 
 def _image_index(request: GenerateImagesRequest, index: int, where: str) -> int:
@@ -300,7 +315,7 @@ def _submission(
         job=_job(fields, settings),
         queue=queue_name(model.group),
         images=images.stored,
-        note=_translation_note(translate, catalog),
+        note=_translation_note(translate, catalog, model, fields),
     )
 
 
@@ -315,7 +330,7 @@ def _main_model(catalog: Catalog, model_id: int, model_type: str, owner: str) ->
 
 def _model_by_code(catalog: Catalog, code: str, owner: str) -> MainModel:
     model = next((m for m in catalog.main_models if m.model_code == code), None)
-    if model is None or model.owner not in (None, owner):
+    if model is None or not model.usable_by(owner):
         raise InvalidParameter(f"MainModel.ModelCode: no model {code!r} (see ListModels)")
     return model
 
@@ -347,8 +362,8 @@ def _job(fields: dict[str, Any], settings: Settings) -> Job:
     return job
 
 
-def _translation_note(translate: bool, catalog: Catalog) -> str:
-    """What the task record says when a client asked for translation this server cannot do."""
+def _translation_note(translate: bool, catalog: Catalog, model: MainModel, fields: dict[str, Any]) -> str:
+    """What the task record says when a prompt needs a translation this server cannot do."""
     if translate and catalog.translator is None:
-        return "prompt translation not configured: prompts passed unchanged"
+        return untranslated_note(model.model_code, fields["prompt"], fields["negative_prompt"])
     return ""

@@ -13,7 +13,7 @@ from typing import Any
 
 from celery import Celery
 
-from api.errors import InvalidParameter, LoadShedding, ServiceUnavailable, TooManyQueued
+from api.errors import LoadShedding, ServiceUnavailable, TooManyQueued
 from api.generate.serving import Submission
 from openpik.job import Job
 from openpik.routing import GENERATE_TASK
@@ -54,22 +54,34 @@ def celery_enqueue(settings: Settings) -> Enqueue:
 class Submitter:
     """Stores a validated Submission, enqueues it, and keeps request_uuid idempotent.
 
+    request_uuid (spec section 5): the same uuid with identical parameters within
+    ``idempotency_window_s`` is a retry and gets the earlier TaskUID; with other parameters, or
+    later, it is a new task (never an error: some clients send a constant uuid). 0: off.
+
     Backpressure: a queue deeper than ``max_queue_depth`` sheds new work (LoadShedding) and
     one key may have at most ``max_queued_per_key`` tasks waiting (TooManyQueued), so a burst
     from one client cannot starve the others. 0 turns a limit off.
     """
 
-    def __init__(self, tasks: TaskStore, enqueue: Enqueue, max_queue_depth: int = 0, max_queued_per_key: int = 0):
+    def __init__(
+        self,
+        tasks: TaskStore,
+        enqueue: Enqueue,
+        max_queue_depth: int = 0,
+        max_queued_per_key: int = 0,
+        idempotency_window_s: int = 0,
+    ):
         self.tasks = tasks
         self.enqueue = enqueue
         self.max_queue_depth = max_queue_depth
         self.max_queued_per_key = max_queued_per_key
+        self.idempotency_window_s = idempotency_window_s
 
     def submit(self, submission: Submission, action: str, owner: str, body: dict[str, Any]) -> str:
-        request_uuid = body.get("request_uuid")
         task_id = new_task_id()
+        request_uuid = self._claimed_uuid(body)
         if request_uuid:
-            earlier = self._claim(owner, request_uuid, task_id, _fingerprint(body))
+            earlier = self.tasks.retry_of(owner, request_uuid, _fingerprint(body), task_id, self.idempotency_window_s)
             if earlier is not None:
                 return earlier
         try:
@@ -95,15 +107,10 @@ class Submitter:
                 f"this key already has {self.max_queued_per_key} tasks waiting; retry when some have started"
             )
 
-    def _claim(self, owner: str, request_uuid: str, task_id: str, fingerprint: str) -> str | None:
-        """None when request_uuid is new; the earlier task's id on a replay of the same request."""
-        earlier = self.tasks.claim_request(owner, request_uuid, task_id, fingerprint)
-        if earlier is None:
-            return None
-        earlier_task, earlier_fingerprint = earlier
-        if earlier_fingerprint != fingerprint:
-            raise InvalidParameter("request_uuid: already used with other parameters")
-        return earlier_task
+    def _claimed_uuid(self, body: dict[str, Any]) -> str | None:
+        """The request_uuid that makes this submission idempotent, if any and if on."""
+        request_uuid = body.get("request_uuid")
+        return request_uuid if self.idempotency_window_s and isinstance(request_uuid, str) and request_uuid else None
 
     def _forget(self, record: TaskRecord, submission: Submission, request_uuid: str | None) -> None:
         try:

@@ -83,7 +83,7 @@ window.openpik = openpik;
 
 const POLL_MS = 500;
 const $ = (id) => document.getElementById(id);
-const catalog = { mains: [], loras: [], controlnets: [], processors: [], presets: [] };
+const catalog = { mains: [], loras: [], controlnets: [], processors: [], resolutions: {}, presets: [] };
 
 class ApiError extends Error {}
 
@@ -140,11 +140,14 @@ function labelled(text, control) {
 async function connect(event) {
   event.preventDefault();
   await guarded(async () => {
-    const [models, processors] = await Promise.all([call("ListModels"), call("ListControlNetProcessor")]);
-    catalog.mains = models.ModelList.filter((m) => m.ModelType === "main_model");
-    catalog.loras = models.ModelList.filter((m) => m.ModelType === "lora");
+    const [models, controlnets, processors] = await Promise.all(
+      [call("ListModels"), call("ListControlNets"), call("ListControlNetProcessor")]);
+    catalog.mains = Object.values(models.MainModels);
+    catalog.loras = Object.values(models.LoraModels);
     catalog.controlnets = processors.ModelList;
     catalog.processors = processors.ControlNetProcessorList;
+    catalog.resolutions = Object.fromEntries(Object.values(controlnets.PreProcessors)
+      .map((p) => [p.ModelCode, p.InferenceParams.Resolution]));
     catalog.presets = processors.PresetList;
     showCatalog();
     $("generate-form").hidden = false;
@@ -153,7 +156,7 @@ async function connect(event) {
 }
 
 function showCatalog() {
-  $("model").replaceChildren(...catalog.mains.map((m) => option(m.Id, `${m.ModelName} (${m.ModelCode})`)));
+  $("model").replaceChildren(...catalog.mains.map((m) => option(m.Id, `${m.Name} (${m.ModelCode})`)));
   $("loras").replaceChildren(...catalog.loras.map(loraRow));
   $("control").replaceChildren(
     option("", "none"),
@@ -161,7 +164,7 @@ function showCatalog() {
     option("custom", "custom unit"),
   );
   $("control-model").replaceChildren(
-    ...catalog.controlnets.map((c) => option(c.Id, `${c.ModelName} (${c.ModelCode})`)));
+    ...catalog.controlnets.map((c) => option(c.Id, `${c.Name} (${c.ModelCode})`)));
   $("preprocessor").replaceChildren(...catalog.processors.map((p) => option(p.Id, p.Name)));
   applyModelDefaults();
   showControl();
@@ -172,20 +175,21 @@ function loraRow(lora) {
   const row = document.createElement("div");
   row.className = "lora";
   const enabled = Object.assign(document.createElement("input"), { type: "checkbox", id: `lora-${lora.Id}` });
-  const weight = numberInput(`lora-weight-${lora.Id}`, lora.DefaultInferenceParams.LoraWeight ?? 1,
+  const weight = numberInput(`lora-weight-${lora.Id}`, lora.InferenceParams.LoraWeight,
     { min: -1, max: 2, step: 0.05 });
-  const triggers = lora.TriggerWords.length ? ` (trigger: ${lora.TriggerWords.join(", ")})` : "";
-  row.append(labelled(`${lora.ModelName}${triggers}`, enabled), labelled("weight", weight));
+  const triggers = lora.TriggerWordList.length ? ` (trigger: ${lora.TriggerWordList.join(", ")})` : "";
+  row.append(labelled(`${lora.Name}${triggers}`, enabled), labelled("weight", weight));
   return row;
 }
 
-/* A model's DefaultInferenceParams, in the catalog's snake_case names. */
+/* A main model's InferenceParams and native size, as ListModels gives them. */
 function applyModelDefaults() {
   const model = catalog.mains.find((m) => String(m.Id) === $("model").value);
-  const defaults = model ? model.DefaultInferenceParams : {};
-  const inputs = { steps: "steps", cfg_scale: "cfg-scale", clip_skip: "clip-skip", width: "width", height: "height" };
-  for (const [name, id] of Object.entries(inputs)) if (name in defaults) $(id).value = String(defaults[name]);
-  if ([...$("sampler").options].some((o) => o.value === defaults.sampler)) $("sampler").value = defaults.sampler;
+  if (!model) return;
+  const defaults = { ...model.InferenceParams, Width: model.Width, Height: model.Height };
+  const inputs = { Steps: "steps", CFGScale: "cfg-scale", ClipSkip: "clip-skip", Width: "width", Height: "height" };
+  for (const [name, id] of Object.entries(inputs)) $(id).value = String(defaults[name]);
+  if ([...$("sampler").options].some((o) => o.value === defaults.Sampler)) $("sampler").value = defaults.Sampler;
 }
 
 function showControl() {
@@ -198,12 +202,13 @@ function showPreprocessorParams() {
   const processor = catalog.processors.find((p) => String(p.Id) === $("preprocessor").value);
   const fields = [];
   if (processor && processor.HasResolution) {
-    fields.push(labelled("Resolution", numberInput("preprocessor-resolution", processor.DefaultResolution,
+    const resolution = catalog.resolutions[processor.ModelCode];
+    fields.push(labelled("Resolution", numberInput("preprocessor-resolution", resolution,
       { min: 64, max: 2048, step: 64 })));
   }
   (processor ? processor.Params : []).forEach((param, i) => {
-    fields.push(labelled(param.Name, numberInput(`param${i + 1}`, param.DefaultValue,
-      { min: param.MinValue, max: param.MaxValue, step: param.Step })));
+    fields.push(labelled(param.ParamName, numberInput(`param${i + 1}`, param.ParamDefaultValue,
+      { min: param.MiniMum, max: param.MaxiMum, step: param.Step })));
   });
   $("preprocessor-params").replaceChildren(...fields);
 }
@@ -258,7 +263,7 @@ async function generateBody() {
   const reference = await readBase64($("reference"));
   const unit = await controlUnit(reference);
   const body = {
-    ModelType: model.Scope, MainModelId: model.Id,
+    ModelType: model.IsOfficial ? "combined_model" : "custom_model", MainModelId: model.Id,
     SubModelIds: loras.map((l) => l.SubModelId), SubModelParams: loras,
     BatchSize: num("batch-size"), Steps: num("steps"), CfgScale: num("cfg-scale"), Seed: num("seed"),
     Sampler: $("sampler").value, Width: num("width"), Height: num("height"), ClipSkip: num("clip-skip"),

@@ -33,6 +33,9 @@ class _Extensions(BaseModel):
     Progress: int = 0
     Seeds: list[int] = []
     QueuePosition: int | None = None
+    Note: str = ""
+    """What the client should know about how its task ran, e.g. that a prompt needed a translation
+    this server has no translator for and was passed unchanged; "" when nothing."""
 
 
 class LegacyTaskDetail(_Extensions):
