@@ -23,14 +23,24 @@ class Context:
     """What a benchmark gets: the model catalogs, a scratch folder, and the run's mode."""
 
     tiny_catalog: Path
-    full_catalog: Path | None
-    """None with --quick: full-size cases are skipped."""
+    full_catalogs: dict[str, Path]
+    """The full-size sets by architecture, of the selected families only; none with --quick."""
+    families: tuple[str, ...]
+    """The families whose cases run (``--family``); cases of no family (gateway, memory) always run."""
     work: Path
     quick: bool
 
     def pick(self, full: int, quick: int) -> int:
         """A repetition count: ``quick`` for the smoke run, ``full`` otherwise."""
         return quick if self.quick else full
+
+    def wants(self, family: str) -> bool:
+        """Whether the cases of ``family`` run (a case that mixes families belongs to the newer one)."""
+        return family in self.families
+
+    def full_catalog(self, family: str) -> Path | None:
+        """The family's full-size set, or None when its full-size cases are skipped."""
+        return self.full_catalogs.get(family)
 
 
 @dataclass
@@ -73,24 +83,25 @@ def ms(value_s: float) -> str:
     return f"{value_s * 1e6:.1f} µs"
 
 
-def stack_env(catalog: Path, work: Path) -> dict[str, str]:
+def stack_env(catalog: Path, work: Path, **settings: str) -> dict[str, str]:
     """Settings of a gateway and workers on RedisDb.BENCH, with the backpressure limits off.
 
     The limits would answer TooManyQueued/LoadShedding once a benchmark has queued a few hundred tasks, and then
-    the benchmark would measure refusals.
+    the benchmark would measure refusals. ``settings`` add OPENPIK_ variables: ``dtype="bfloat16"``.
     """
     from tests.stack import RedisDb, stack_settings
 
     work.mkdir(parents=True, exist_ok=True)
-    return stack_settings(catalog, work, RedisDb.BENCH, max_queue_depth="0", max_queued_per_key="0")
+    return stack_settings(catalog, work, RedisDb.BENCH, max_queue_depth="0", max_queued_per_key="0", **settings)
 
 
 @contextmanager
-def running_stack(catalog: Path, work: Path, worker_name: str):
+def running_stack(catalog: Path, work: Path, worker_name: str, **settings: str):
     """(gateway, worker, task store) on a flushed RedisDb.BENCH; both processes stopped on the way out."""
     from openpik.task_records import TaskStore
     from tests.stack import RedisDb, open_redis
     from tests.stack import running_stack as start_stack
 
-    with start_stack(stack_env(catalog, work), work, worker=worker_name, gateway_log=work / "gateway.log") as stack:
+    env = stack_env(catalog, work, **settings)
+    with start_stack(env, work, worker=worker_name, gateway_log=work / "gateway.log") as stack:
         yield stack.gateway, stack.worker, TaskStore(open_redis(RedisDb.BENCH), ttl_s=3600)

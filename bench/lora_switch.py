@@ -23,11 +23,13 @@ from models_registry.resolve import lora_ref, model_ref
 
 
 def run(context: Context) -> list[Row]:
+    if not context.wants("sd15"):
+        return []
     rows = _measure(
         "tiny", context.tiny_catalog, switches=context.pick(full=10, quick=4), reloads=context.pick(full=5, quick=2)
     )
-    if context.full_catalog:
-        rows += _measure("full-size SD1.5", context.full_catalog, switches=4, reloads=1)
+    if full := context.full_catalog("sd15"):
+        rows += _measure("full-size SD1.5", full, switches=4, reloads=1)
     return rows
 
 

@@ -1,7 +1,8 @@
 """`make bench`: run the benchmarks, print their ratios as a table and write them as JSON.
 
-    python bench/run.py                # all of them (builds the full-size models once, ~1 min)
+    python bench/run.py                # all of them (builds the full-size models once, ~1 min + ~2 min)
     python bench/run.py stack lora     # some of them, by name
+    python bench/run.py stack models --family sdxl   # only their SDXL cases
     python bench/run.py --quick        # a smoke run: few repetitions, tiny models only
 
 Needs Redis on 127.0.0.1:6379 and uses only its database 9 (flushed). The tiny models are
@@ -33,10 +34,13 @@ BENCHMARKS = {
     "gateway": "bench.gateway",
     "memory": "bench.memory",
 }
-USE_FULL_SIZE = {"stack", "models", "lora"}
+# The families whose full-size sets (bench/full_size.py) each benchmark uses.
+USE_FULL_SIZE = {"stack": ("sd15", "sdxl"), "models": ("sd15", "sdxl"), "lora": ("sd15",)}
 
 
 def main(argv: list[str] | None = None) -> None:
+    from openpik.families import FAMILIES
+
     parser = argparse.ArgumentParser(
         prog="bench/run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -45,6 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="few repetitions and no full-size models")
     parser.add_argument(
+        "--family",
+        action="append",
+        choices=sorted(FAMILIES),
+        help="run only the cases of this model family (repeatable; default: all families)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=1, help="torch threads in this process and in the worker it starts (default 1)"
     )
     args = parser.parse_args(argv)
@@ -52,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown benchmark {', '.join(sorted(unknown))}; choose from {', '.join(BENCHMARKS)}")
     names = args.names or list(BENCHMARKS)
+    families = tuple(args.family or FAMILIES)
 
     _use_threads(args.threads)
     _quiet_libraries()
@@ -59,7 +70,11 @@ def main(argv: list[str] | None = None) -> None:
 
     started, load_before = time.monotonic(), os.getloadavg()[0]
     context = Context(
-        tiny_catalog=_tiny_catalog(), full_catalog=_full_catalog(names, args.quick), work=VAR / "work", quick=args.quick
+        tiny_catalog=_tiny_catalog(),
+        full_catalogs={} if args.quick else _full_catalogs(names, families),
+        families=families,
+        work=VAR / "work",
+        quick=args.quick,
     )
     shutil.rmtree(context.work, ignore_errors=True)
     rows = []
@@ -112,19 +127,24 @@ def _quiet_libraries() -> None:
 
 
 def _tiny_catalog() -> Path:
+    """var/tiny's catalog, (re)built when missing or when it lacks a family (built before SDXL came)."""
+    from models_registry.catalog import load_catalog
     from models_registry.tiny import build_tiny_models
+    from openpik.families import FAMILIES
 
     catalog = REPO / "var" / "tiny" / "catalog.yaml"
-    return catalog if catalog.exists() else build_tiny_models(catalog.parent)
+    if catalog.exists() and {m.architecture for m in load_catalog(catalog).main_models} >= set(FAMILIES):
+        return catalog
+    return build_tiny_models(catalog.parent)
 
 
-def _full_catalog(names: list[str], quick: bool) -> Path | None:
-    if quick or not USE_FULL_SIZE & set(names):
-        return None
-    from bench.common import VAR
+def _full_catalogs(names: list[str], families: tuple[str, ...]) -> dict[str, Path]:
+    """The full-size sets the chosen benchmarks use, built once each."""
     from bench.full_size import ensure_full_size_models
+    from openpik.families import FAMILIES
 
-    return ensure_full_size_models(VAR / "full-sd15")
+    wanted = {f for name in names for f in USE_FULL_SIZE.get(name, ()) if f in families}
+    return {family: ensure_full_size_models(family) for family in sorted(wanted, key=list(FAMILIES).index)}
 
 
 def table(rows) -> str:

@@ -13,6 +13,10 @@ milliseconds would take CPU from the worker and measure the poller. The record's
 ``created_at`` and ``started_at`` split the time into accepting, queueing and the worker.
 CPU times (psutil for the stack's processes, getrusage for the direct call) tell a worker
 that did more work from one that waited for a core; both images are compared pixel by pixel.
+
+Cases: tiny and full-size SD1.5 with one ControlNet in float32; full-size SDXL txt2img in
+bfloat16 (OPENPIK_DTYPE for the worker, the same dtype for the direct call): in float32 the
+model weighs 14 GB and the two processes would hold it twice.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import psutil
 from PIL import Image
 
 from bench.common import Context, Row, median, ms, running_stack
+from bench.full_size import SETS
 from openpik.routing import result_url
 from openpik.task_records import TaskRecord, TaskStore
 from tests.requests import custom_unit, png_base64, txt2img
@@ -47,27 +52,40 @@ POLL_S = 0.2
 class Case:
     name: str
     catalog: Path
+    architecture: str
     size: int
     steps: int
     repeats: int
+    controlnet: bool = True
+    dtype: str = "float32"
+    """Of the worker (OPENPIK_DTYPE) and the direct call alike."""
 
     @property
     def label(self) -> str:
-        return f"{self.name} {self.size}x{self.size}, {self.steps} steps, Euler a, CFG, 1 ControlNet"
+        parts = [f"{self.name} {self.size}x{self.size}", f"{self.steps} steps", "Euler a", "CFG"]
+        parts += ["1 ControlNet"] if self.controlnet else ["txt2img"]
+        return ", ".join([*parts, self.dtype])
 
 
 def run(context: Context) -> list[Row]:
-    cases = [Case("tiny", context.tiny_catalog, 64, 20, context.pick(full=10, quick=3))]
-    if context.full_catalog:
+    cases = []
+    if context.wants("sd15"):
+        cases.append(Case("tiny", context.tiny_catalog, "sd15", 64, 20, context.pick(full=10, quick=3)))
+    if full := context.full_catalog("sd15"):
         # About 25 s per 2-step image on one CPU thread: few, short runs.
-        cases.append(Case("full-size SD1.5", context.full_catalog, 256, 2, 3))
+        cases.append(Case("full-size SD1.5", full, "sd15", 256, 2, 3))
+    if full := context.full_catalog("sdxl"):
+        # Without a ControlNet: the SDXL one (2.5 GB in bfloat16) held twice would not fit beside the model.
+        sdxl = SETS["sdxl"]
+        cases.append(Case("full-size SDXL", full, "sdxl", 256, 2, 3, controlnet=False, dtype=sdxl.run_dtype))
     return [_measure(case, context.work / "stack") for case in cases]
 
 
 def _measure(case: Case, work: Path) -> Row:
     control_png = png_base64((case.size, case.size), seed=3)
-    direct = DirectPipeline(case.catalog, Image.open(io.BytesIO(base64.b64decode(control_png))))
-    with running_stack(case.catalog, work, "bench") as (gateway, worker, store):
+    control = Image.open(io.BytesIO(base64.b64decode(control_png))) if case.controlnet else None
+    direct = DirectPipeline(case, control)
+    with running_stack(case.catalog, work, "bench", dtype=case.dtype) as (gateway, worker, store):
         (child,) = worker.child_pids()
         processes = StackProcesses(
             psutil.Process(child), (psutil.Process(gateway.process.pid), psutil.Process(worker.process.pid))
@@ -90,7 +108,10 @@ def _measure(case: Case, work: Path) -> Row:
 
 
 def _request(case: Case, control_png: str, steps: int) -> dict:
-    unit = custom_unit(ControlNetImg=control_png, ModelId=CONTROLNET_ID, PreProcessorId="none")
+    control = {}
+    if case.controlnet:
+        unit = custom_unit(ControlNetImg=control_png, ModelId=CONTROLNET_ID, PreProcessorId="none")
+        control = {"EnableControlNet": True, "ControlNetParams": [unit]}
     return signed(
         txt2img(
             MainModelId=MODEL_ID,
@@ -101,8 +122,7 @@ def _request(case: Case, control_png: str, steps: int) -> dict:
             CfgScale=CFG_SCALE,
             Sampler="Euler a",
             PositivePrompts=[PROMPT],
-            EnableControlNet=True,
-            ControlNetParams=[unit],
+            **control,
         )
     )
 
@@ -176,11 +196,14 @@ def _row(case: Case, stack_runs: list[StackRun], direct_runs: list[DirectRun], d
     accept = median([r.record.created_at - r.started for r in stack_runs])
     queue = median([r.record.started_at - r.record.created_at for r in stack_runs])
     in_worker = median([r.record.finished_at - r.record.started_at for r in stack_runs])
+    # CPU times: on a busy machine the wall times mostly tell how long each side waited for a core.
+    worker_cpu, direct_cpu = median([r.worker_cpu for r in stack_runs]), median([r.cpu for r in direct_runs])
     return Row(
         benchmark="stack",
         case=case.label,
-        measured=f"stack {ms(total)} (accept {ms(accept)}, queue {ms(queue)}, worker {ms(in_worker)})",
-        baseline=f"diffusers call {ms(direct)}",
+        measured=f"stack {ms(total)} (accept {ms(accept)}, queue {ms(queue)}, worker {ms(in_worker)}, "
+        f"worker CPU {ms(worker_cpu)})",
+        baseline=f"diffusers call {ms(direct)} (CPU {ms(direct_cpu)})",
         ratio=total / direct,
         numbers={
             "stack_s": total,
@@ -191,9 +214,9 @@ def _row(case: Case, stack_runs: list[StackRun], direct_runs: list[DirectRun], d
             "client_seen_s": median([r.seen - r.started for r in stack_runs]),
             "worker_over_direct": in_worker / direct,
             "max_pixel_difference": difference,
-            "worker_cpu_s": median([r.worker_cpu for r in stack_runs]),
+            "worker_cpu_s": worker_cpu,
             "worker_system_s": median([r.worker_system for r in stack_runs]),
-            "direct_cpu_s": median([r.cpu for r in direct_runs]),
+            "direct_cpu_s": direct_cpu,
             "direct_system_s": median([r.system for r in direct_runs]),
             "gateway_and_celery_main_cpu_s": median([r.others_cpu for r in stack_runs]),
             "stack_runs_s": [r.total for r in stack_runs],
@@ -211,31 +234,46 @@ class DirectRun:
     """The part of ``cpu`` spent in the kernel (page faults of fresh allocations, mostly)."""
 
 
-class DirectPipeline:
-    """The baseline: the diffusers ControlNet pipeline built from the catalog's files."""
+# The diffusers pipeline a script would call, by (architecture, with a ControlNet), and what
+# it is loaded with so that it runs what the worker runs (no safety checker, no watermark).
+DIRECT_PIPELINES = {
+    ("sd15", False): "StableDiffusionPipeline",
+    ("sd15", True): "StableDiffusionControlNetPipeline",
+    ("sdxl", False): "StableDiffusionXLPipeline",
+    ("sdxl", True): "StableDiffusionXLControlNetPipeline",
+}
+LOAD_OPTIONS = {
+    "sd15": {"safety_checker": None, "requires_safety_checker": False},
+    "sdxl": {"add_watermarker": False},
+}
 
-    def __init__(self, catalog_path: Path, control: Image.Image):
+
+class DirectPipeline:
+    """The baseline: the family's diffusers pipeline built from the catalog's files."""
+
+    def __init__(self, case: Case, control: Image.Image | None):
+        import diffusers
         import torch
-        from diffusers import (
-            AutoencoderKL,
-            ControlNetModel,
-            EulerAncestralDiscreteScheduler,
-            StableDiffusionControlNetPipeline,
-        )
+        from diffusers import AutoencoderKL, ControlNetModel, EulerAncestralDiscreteScheduler
 
         from models_registry.catalog import load_catalog
 
-        catalog = load_catalog(catalog_path)
+        catalog = load_catalog(case.catalog)
         model = catalog.main_model(MODEL_ID)
-        options = {"dtype": torch.float32, "local_files_only": True}
+        options = {"dtype": getattr(torch, case.dtype), "local_files_only": True}
         vae = {"vae": AutoencoderKL.from_pretrained(catalog.vae(model.vae).path, **options)} if model.vae else {}
-        controlnet = ControlNetModel.from_pretrained(catalog.controlnet(CONTROLNET_ID).path, **options)
-        self.pipe = StableDiffusionControlNetPipeline.from_pretrained(
-            model.path, controlnet=controlnet, safety_checker=None, requires_safety_checker=False, **vae, **options
+        controlnet = (
+            {"controlnet": ControlNetModel.from_pretrained(catalog.controlnet(CONTROLNET_ID).path, **options)}
+            if case.controlnet
+            else {}
+        )
+        pipeline = getattr(diffusers, DIRECT_PIPELINES[case.architecture, case.controlnet])
+        self.pipe = pipeline.from_pretrained(
+            model.path, **controlnet, **vae, **LOAD_OPTIONS[case.architecture], **options
         )
         self.pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(self.pipe.scheduler.config)
         self.pipe.set_progress_bar_config(disable=True)
-        self.control = control.convert("RGB")
+        self.control = {"image": control.convert("RGB")} if control else {}
 
     def timed(self, size: int, steps: int) -> tuple[Image.Image, DirectRun]:
         wall, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
@@ -251,7 +289,7 @@ class DirectPipeline:
 
         return self.pipe(
             PROMPT,
-            image=self.control,
+            **self.control,
             num_inference_steps=steps,
             guidance_scale=CFG_SCALE,
             width=size,

@@ -14,10 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from openpik import vocabulary as vocab
+from openpik.families import FAMILIES, Architecture
 from openpik.routing import DEFAULT_GROUP
 from openpik.samplers import UnknownSamplerError, canonical_sampler
-
-Architecture = Literal["sd15"]
 
 
 class CatalogError(ValueError):
@@ -42,8 +41,8 @@ class InferenceDefaults(_Entry):
     sampler: str = vocab.DEFAULT_SAMPLER
     cfg_scale: vocab.CfgScale = vocab.DEFAULT_CFG_SCALE
     clip_skip: vocab.ClipSkip = vocab.DEFAULT_CLIP_SKIP
-    width: int = Field(default=vocab.DEFAULT_SIZE, ge=16)
-    height: int = Field(default=vocab.DEFAULT_SIZE, ge=16)
+    width: int | None = Field(default=None, ge=16, description="default: the family's native size")
+    height: int | None = Field(default=None, ge=16, description="default: the family's native size")
 
     @field_validator("sampler")
     @classmethod
@@ -64,7 +63,7 @@ class MainModel(_Owned):
     config: Path | None = Field(
         default=None,
         description="Diffusers folder with the configs of a single-file checkpoint "
-        "(default: the vendored configs/sd15)",
+        "(default: the family's vendored configs, configs/<architecture>)",
     )
     defaults: InferenceDefaults = InferenceDefaults()
     vae: int | None = Field(default=None, description="Id of the default VAE")
@@ -73,6 +72,17 @@ class MainModel(_Owned):
     @property
     def format(self) -> Literal["diffusers", "single_file"]:
         return "single_file" if self.path.suffix in {".safetensors", ".ckpt"} else "diffusers"
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of an image when a request names none: the catalog's, else the family's."""
+        native = FAMILIES[self.architecture].native_size
+        return self.defaults.width or native, self.defaults.height or native
+
+    @property
+    def config_dir(self) -> Path:
+        """The configs a single-file checkpoint loads with."""
+        return self.config or FAMILIES[self.architecture].configs
 
 
 class Vae(_Entry):
@@ -200,6 +210,14 @@ class Catalog(_Entry):
     def preset(self, preset_id: int) -> Preset | None:
         return next((p for p in self.presets if p.id == preset_id), None)
 
+    def preset_controlnet(self, preset_id: int) -> ControlNet:
+        """The ControlNet of a configured preset (checked to exist when the catalog loaded)."""
+        preset = self.preset(preset_id)
+        found = self.controlnet(preset.controlnet) if preset else None
+        if found is None:
+            raise LookupError(f"no preset with id {preset_id} in the catalog")
+        return found
+
     def referenced_files(self) -> list[tuple[str, Path]]:
         """(entry label, path) for every file or folder the catalog points to."""
         files = [(f"main_models id {m.id}", m.path) for m in self.main_models]
@@ -232,9 +250,6 @@ def _require_unique(kind: str, entries: list[BaseModel], field: str) -> None:
         if value in seen:
             raise ValueError(f"{kind}[{i}].{field}: {value!r} already used by {kind}[{seen[value]}]")
         seen[value] = i
-
-
-VENDORED_SD15_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "sd15"
 
 
 def load_catalog(path: str | Path) -> Catalog:

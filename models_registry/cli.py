@@ -8,8 +8,19 @@ import sys
 from pathlib import Path
 
 from models_registry.catalog import Catalog, CatalogError, load_catalog
-from models_registry.importer import KINDS, ModelImportError, add_to_catalog, pull, safetensors_keys
+from models_registry.importer import (
+    KINDS,
+    ModelImportError,
+    add_to_catalog,
+    detect_architecture,
+    pull,
+    safetensors_keys,
+)
+from openpik.families import FAMILIES
 from openpik.settings import get_settings
+
+# Catalog sections whose entries name an architecture, and the importer's kind for each.
+SECTIONS_WITH_ARCHITECTURE = {"main_models": "main", "loras": "lora", "controlnets": "controlnet"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--catalog", type=Path, help="catalog YAML (default: OPENPIK_CATALOG)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="what the catalog serves, with ids")
-    commands.add_parser("check", help="every file the catalog points to exists and opens")
+    commands.add_parser(
+        "check", help="every file the catalog points to exists, opens and is of the architecture the catalog says"
+    )
     tiny = commands.add_parser("make-tiny", help="write tiny random-weight models and their catalog")
     tiny.add_argument("dir", type=Path)
     add = commands.add_parser(
@@ -29,8 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--kind", choices=["auto", *KINDS], default="auto")
     add.add_argument("--name")
     add.add_argument("--code", help="ModelCode (default: from the file name)")
+    add.add_argument("--architecture", choices=list(FAMILIES), help="model family (default: detected from the file)")
     add.add_argument("--group", help="main models: the worker queue group")
     add.add_argument("--owner", help="main models: the PublicKey whose custom_model this is")
+    add.add_argument(
+        "--config", type=Path, help="single-file main models: their diffusers config folder (default: the family's)"
+    )
     pull_cmd = commands.add_parser("pull", help="download a model from the Hugging Face hub (needs internet)")
     pull_cmd.add_argument("repo_id")
     pull_cmd.add_argument("--dir", type=Path, default=Path("models"), help="download under DIR/<repo name>")
@@ -63,7 +80,15 @@ def _import(args: argparse.Namespace, catalog_file: Path) -> int:
             entry = add_to_catalog(catalog_file, path)
         else:
             entry = add_to_catalog(
-                catalog_file, args.path, args.kind, args.name, args.code, group=args.group, owner=args.owner
+                catalog_file,
+                args.path,
+                args.kind,
+                args.name,
+                args.code,
+                args.architecture,
+                group=args.group,
+                owner=args.owner,
+                config=args.config,
             )
     except ModelImportError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -86,10 +111,31 @@ def _check(catalog: Catalog) -> int:
     """Every file the catalog names exists and opens as what it should be (headers only: fast)."""
     problems = [(label, path, _problem(path)) for label, path in catalog.referenced_files()]
     problems = [p for p in problems if p[2]]
+    problems += _architecture_mismatches(catalog, {path for _, path, _ in problems})
     for label, path, problem in problems:
         print(f"{problem}: {label}: {path}")
     print(f"{len(catalog.referenced_files()) - len(problems)} entries ok, {len(problems)} with problems")
     return 1 if problems else 0
+
+
+def _architecture_mismatches(catalog: Catalog, unreadable: set[Path]) -> list[tuple[str, Path, str]]:
+    """Entries whose file is of another model family than their ``architecture`` field says.
+
+    A file whose family cannot be told (an unusual LoRA) is not a mismatch: the field stands.
+    """
+    mismatches = []
+    for section, kind in SECTIONS_WITH_ARCHITECTURE.items():
+        for entry in getattr(catalog, section):
+            if entry.path in unreadable:
+                continue
+            try:
+                found = detect_architecture(entry.path, kind)
+            except ModelImportError:
+                continue
+            if found != entry.architecture:
+                problem = f"architecture mismatch (the file is {found}, field architecture says {entry.architecture})"
+                mismatches.append((f"{section} id {entry.id}", entry.path, problem))
+    return mismatches
 
 
 def _problem(path: Path) -> str:

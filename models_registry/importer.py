@@ -2,6 +2,8 @@
 
 The catalog is edited round-trip (ruamel.yaml) so the operator's comments and layout stay;
 the result is validated with the same loader the servers use before it replaces the file.
+A new entry's architecture (model family) is read from the file: a folder's config, a
+single file's key names and shapes (headers only, no weights loaded).
 """
 
 from __future__ import annotations
@@ -15,10 +17,16 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from models_registry.catalog import CatalogError, load_catalog
+from openpik.families import Architecture
 
 KINDS = {"main": "main_models", "lora": "loras", "controlnet": "controlnets", "vae": "vaes"}
 # Diffusers folder -> kind, by the class its config names.
-FOLDER_CLASSES = {"StableDiffusionPipeline": "main", "ControlNetModel": "controlnet", "AutoencoderKL": "vae"}
+FOLDER_CLASSES = {
+    "StableDiffusionPipeline": "main",
+    "StableDiffusionXLPipeline": "main",
+    "ControlNetModel": "controlnet",
+    "AutoencoderKL": "vae",
+}
 # Single .safetensors file -> kind, by a key prefix or marker it contains (first match wins).
 FILE_MARKERS = (
     ("model.diffusion_model.", "main"),
@@ -29,7 +37,50 @@ FILE_MARKERS = (
     ("decoder.up.", "vae"),
     ("encoder.down.", "vae"),
 )
-DEFAULT_MAIN_PARAMS = {"steps": 20, "sampler": "Euler a", "cfg_scale": 7.0, "clip_skip": 1, "width": 512, "height": 512}
+# No width/height: a main model's default size is its family's native one (512, 1024, ...).
+DEFAULT_MAIN_PARAMS = {"steps": 20, "sampler": "Euler a", "cfg_scale": 7.0, "clip_skip": 1}
+
+# --- architecture detection: first match wins ---------------------------------------------
+# A diffusers pipeline folder, by its pipeline class.
+PIPELINE_ARCHITECTURES: dict[str, Architecture] = {
+    "StableDiffusionPipeline": "sd15",
+    "StableDiffusionXLPipeline": "sdxl",
+}
+# A diffusers ControlNet folder, by a (field, value) of its config: SDXL's has the size
+# conditioning ("text_time") add embedding, SD1.5's none.
+CONTROLNET_CONFIG_MARKERS: tuple[tuple[str, object, Architecture], ...] = (
+    ("addition_embed_type", "text_time", "sdxl"),
+    ("cross_attention_dim", 2048, "sdxl"),
+    ("addition_embed_type", None, "sd15"),
+)
+# A single file, by a fragment of its key names, per kind.
+FILE_ARCHITECTURE_MARKERS: dict[str, tuple[tuple[str, Architecture], ...]] = {
+    "main": (("conditioner.embedders.1.", "sdxl"), ("cond_stage_model.transformer.", "sd15")),
+    "lora": (
+        # SDXL: a second text encoder (kohya numbers both), or more than one transformer
+        # block in an attention (SD1.5 has exactly one)
+        ("lora_te1_", "sdxl"),
+        ("lora_te2_", "sdxl"),
+        ("text_encoder_2.", "sdxl"),
+        ("transformer_blocks.1.", "sdxl"),
+        ("transformer_blocks_1_", "sdxl"),
+        # SD1.5: kohya's single text encoder, or attention on the first level (SDXL has none)
+        ("lora_te_", "sd15"),
+        ("down_blocks.0.attentions.", "sd15"),
+        ("down_blocks_0_attentions_", "sd15"),
+    ),
+}
+# Else by the width of the text the UNet's cross-attention reads (its key projection's input):
+# CLIP ViT-L's 768 for SD1.5, both encoders' 768 + 1280 for SDXL.
+CROSS_ATTENTION_KEY_SUFFIXES = (
+    "attn2.to_k.weight",
+    "attn2.to_k.lora_down.weight",
+    "attn2_to_k.lora_down.weight",
+    "attn2.to_k.lora_A.weight",
+)
+CROSS_ATTENTION_WIDTHS: dict[int, Architecture] = {768: "sd15", 2048: "sdxl"}
+# Kinds whose catalog entries carry an architecture.
+KINDS_WITH_ARCHITECTURE = ("main", "lora", "controlnet")
 
 
 class ModelImportError(ValueError):
@@ -59,16 +110,63 @@ def detect_kind(path: Path) -> str:
 
 def safetensors_keys(path: Path) -> list[str]:
     """The tensor names from a .safetensors header, without loading any weight."""
+    return list(safetensors_shapes(path))
+
+
+def safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape, from a .safetensors header, without loading any weight."""
     with path.open("rb") as file:
         (length,) = struct.unpack("<Q", file.read(8))
         header = json.loads(file.read(length))
-    return [key for key in header if key != "__metadata__"]
+    return {key: entry["shape"] for key, entry in header.items() if key != "__metadata__"}
+
+
+def detect_architecture(path: Path, kind: str) -> Architecture:
+    """The model family of a main model, LoRA or ControlNet (folder or single file)."""
+    if path.is_dir():
+        architecture = _folder_architecture(path, kind)
+    else:
+        shapes = safetensors_shapes(path)
+        architecture = _marked_architecture(shapes, kind) or _cross_attention_architecture(shapes)
+    if architecture is None:
+        raise ModelImportError(
+            f"{path}: cannot tell which model family this {kind} is for; name it with --architecture"
+        )
+    return architecture
+
+
+def _folder_architecture(path: Path, kind: str) -> Architecture | None:
+    if kind == "main":
+        pipeline = json.loads((path / "model_index.json").read_text()).get("_class_name", "")
+        return PIPELINE_ARCHITECTURES.get(pipeline)
+    config = json.loads((path / "config.json").read_text())
+    return next((arch for field, value, arch in CONTROLNET_CONFIG_MARKERS if config.get(field) == value), None)
+
+
+def _marked_architecture(shapes: dict[str, list[int]], kind: str) -> Architecture | None:
+    markers = FILE_ARCHITECTURE_MARKERS.get(kind, ())
+    return next((arch for marker, arch in markers if any(marker in key for key in shapes)), None)
+
+
+def _cross_attention_architecture(shapes: dict[str, list[int]]) -> Architecture | None:
+    widths = (shape[-1] for key, shape in shapes.items() if key.endswith(CROSS_ATTENTION_KEY_SUFFIXES))
+    return next((CROSS_ATTENTION_WIDTHS[w] for w in widths if w in CROSS_ATTENTION_WIDTHS), None)
 
 
 def add_to_catalog(
-    catalog_file: Path, path: Path, kind: str = "auto", name: str | None = None, code: str | None = None, **extra: Any
+    catalog_file: Path,
+    path: Path,
+    kind: str = "auto",
+    name: str | None = None,
+    code: str | None = None,
+    architecture: Architecture | None = None,
+    config: Path | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """Append ``path`` as a new entry of its kind with the next free id; returns the entry."""
+    """Append ``path`` as a new entry of its kind with the next free id; returns the entry.
+
+    Main models, LoRAs and ControlNets get the architecture the file shows (or ``architecture``).
+    """
     path = path.resolve()
     if not path.exists():
         raise ModelImportError(f"{path}: no such file or folder")
@@ -82,8 +180,12 @@ def add_to_catalog(
         "name": name or path.stem,
         "path": _relative(path, catalog_file.parent),
     }
+    if kind in KINDS_WITH_ARCHITECTURE:
+        entry["architecture"] = architecture or detect_architecture(path, kind)
     if kind == "main":
         entry["defaults"] = dict(DEFAULT_MAIN_PARAMS)
+    if config is not None:
+        entry["config"] = _relative(config.resolve(), catalog_file.parent)
     entry |= {k: v for k, v in extra.items() if v is not None}
     entries.append(entry)
     _write_validated(catalog_file, yaml, document)

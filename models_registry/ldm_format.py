@@ -1,19 +1,22 @@
-"""Diffusers SD1.x folder -> one checkpoint file in the original LDM / A1111 key layout.
+"""Diffusers SD1.x / SDXL folder -> one checkpoint file in the original LDM / A1111 key layout.
 
 Operators drop single-file checkpoints (the layout A1111 and civitai use) into the catalog,
 so the worker must load that layout too; this writer gives the tiny models a single-file
 twin with the very same weights, so that path is tested against a known answer.
 
-The mapping is the inverse of what ``StableDiffusionPipeline.from_single_file`` undoes
+The mapping is the inverse of what ``from_single_file`` undoes
 (``diffusers/loaders/single_file_utils.py``). It is a table from diffusers module paths to
 LDM module paths, built from the component configs so any number of levels and layers per
 block works; a weight key is renamed by its longest module path found in the table, and a
-key with no entry is an error rather than silently dropped.
+key with no entry is an error rather than silently dropped. Which components a family's
+file holds, under which prefix, is the table ``LDM_LAYOUTS``, keyed by pipeline class.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,11 +29,15 @@ VAE_PREFIX = "first_stage_model."
 # otherwise it quietly loads text_encoder/ from the config folder instead.
 TEXT_ENCODER_PREFIX = "cond_stage_model.transformer."
 TEXT_MODEL_PREFIX = "text_model."
+# SDXL: the CLIP ViT-L encoder keeps the HF names; the OpenCLIP bigG one has OpenCLIP's own.
+SDXL_TEXT_ENCODER_PREFIX = "conditioner.embedders.0.transformer."
+SDXL_TEXT_ENCODER_2_PREFIX = "conditioner.embedders.1.model."
 
 WEIGHT_FILES = {
     "unet": "diffusion_pytorch_model.safetensors",
     "vae": "diffusion_pytorch_model.safetensors",
     "text_encoder": "model.safetensors",
+    "text_encoder_2": "model.safetensors",
 }
 
 UNET_TOP_LEVEL = {
@@ -39,6 +46,9 @@ UNET_TOP_LEVEL = {
     "conv_in": "input_blocks.0.0",
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
+    # SDXL's size-conditioning ("text_time") embedding
+    "add_embedding.linear_1": "label_emb.0.0",
+    "add_embedding.linear_2": "label_emb.0.2",
 }
 UNET_RESNET_LAYERS = {
     "norm1": "in_layers.0",
@@ -82,21 +92,49 @@ VAE_ATTENTION_CONV_WEIGHTS = {
     for layer in ("q", "k", "v", "proj_out")
 }
 
+# OpenCLIP names (SDXL's second text encoder): whole parameters first, then per block.
+OPEN_CLIP_TOP_LEVEL = {
+    "text_model.embeddings.token_embedding": "token_embedding",
+    "text_model.embeddings.position_embedding.weight": "positional_embedding",
+    "text_model.final_layer_norm": "ln_final",
+    "text_projection.weight": "text_projection",
+}
+OPEN_CLIP_BLOCK_LAYERS = {
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+    "self_attn": "attn",
+}
+# OpenCLIP applies its projection as a plain matrix from the right: the HF Linear weight's transpose.
+OPEN_CLIP_TRANSPOSED = {"text_projection"}
+# OpenCLIP keeps q, k and v as one input projection (torch's MultiheadAttention layout).
+OPEN_CLIP_FUSED_ATTENTION = {
+    "in_proj_weight": ("q_proj.weight", "k_proj.weight", "v_proj.weight"),
+    "in_proj_bias": ("q_proj.bias", "k_proj.bias", "v_proj.bias"),
+}
+
 ModuleTable = dict[str, str]
 StateDict = dict[str, torch.Tensor]
 
 
 def write_ldm_checkpoint(diffusers_dir: Path, out_file: Path) -> None:
-    """Write the UNet, VAE and text encoder of ``diffusers_dir`` as one LDM-layout file."""
+    """Write the components of the pipeline in ``diffusers_dir`` as one LDM-layout file."""
     diffusers_dir = Path(diffusers_dir)
     out_file = Path(out_file)
-    tensors = {
-        **_with_prefix(UNET_PREFIX, unet_to_ldm(*_load_component(diffusers_dir, "unet"))),
-        **_with_prefix(VAE_PREFIX, vae_to_ldm(*_load_component(diffusers_dir, "vae"))),
-        **_with_prefix(TEXT_ENCODER_PREFIX, text_encoder_to_ldm(_load_weights(diffusers_dir, "text_encoder"))),
-    }
+    tensors: StateDict = {}
+    for part in ldm_layout(diffusers_dir):
+        tensors |= _with_prefix(part.prefix, part.convert(*_load_component(diffusers_dir, part.component)))
     out_file.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_file), metadata={"format": "pt"})
+
+
+def ldm_layout(diffusers_dir: Path) -> tuple[LdmPart, ...]:
+    """The single-file layout of the pipeline class that ``model_index.json`` names."""
+    pipeline = json.loads((diffusers_dir / "model_index.json").read_text())["_class_name"]
+    if pipeline not in LDM_LAYOUTS:
+        raise ValueError(f"{diffusers_dir}: no single-file layout for {pipeline} (known: {', '.join(LDM_LAYOUTS)})")
+    return LDM_LAYOUTS[pipeline]
 
 
 # --- UNet ----------------------------------------------------------------------------------
@@ -145,7 +183,7 @@ def _unet_layer(block: str, layer: int, ldm_block: str) -> ModuleTable:
 def _layers_per_block(config: dict) -> int:
     layers = config["layers_per_block"]
     if not isinstance(layers, int):
-        raise ValueError(f"layers_per_block must be one number for an SD1.x UNet, got {layers!r}")
+        raise ValueError(f"layers_per_block must be one number for an SD1.x/SDXL UNet, got {layers!r}")
     return layers
 
 
@@ -198,8 +236,8 @@ def _as_conv1x1(linear_weight: torch.Tensor) -> torch.Tensor:
 # --- text encoder --------------------------------------------------------------------------
 
 
-def text_encoder_to_ldm(weights: StateDict) -> StateDict:
-    """CLIPTextModel weights -> keys under ``cond_stage_model.transformer.text_model.``.
+def text_encoder_to_ldm(weights: StateDict, config: dict) -> StateDict:
+    """CLIPTextModel weights -> keys under ``<prefix>text_model.`` (config unused: any size works).
 
     The HF CLIP names are kept as they are; only newer transformers save the text model
     without its ``text_model.`` wrapper, which the LDM layout always has.
@@ -209,6 +247,54 @@ def text_encoder_to_ldm(weights: StateDict) -> StateDict:
 
 def _with_text_model_prefix(key: str) -> str:
     return key if key.startswith(TEXT_MODEL_PREFIX) else TEXT_MODEL_PREFIX + key
+
+
+def open_clip_to_ldm(weights: StateDict, config: dict) -> StateDict:
+    """CLIPTextModelWithProjection weights -> OpenCLIP keys (SDXL's ``conditioner.embedders.1.model.``).
+
+    OpenCLIP fuses q/k/v into one ``in_proj`` and transposes the text projection.
+    """
+    renamed = _rename(_fused_attention_inputs(weights), open_clip_module_table(config))
+    return {key: t.T.contiguous() if key in OPEN_CLIP_TRANSPOSED else t for key, t in renamed.items()}
+
+
+def open_clip_module_table(config: dict) -> ModuleTable:
+    table = dict(OPEN_CLIP_TOP_LEVEL)
+    for layer in range(config["num_hidden_layers"]):
+        block, ldm_block = f"text_model.encoder.layers.{layer}", f"transformer.resblocks.{layer}"
+        table |= _sublayers(block, ldm_block, OPEN_CLIP_BLOCK_LAYERS)
+    return table
+
+
+def _fused_attention_inputs(weights: StateDict) -> StateDict:
+    fused = dict(weights)
+    attentions = {key.rsplit(".", 2)[0] for key in weights if key.endswith(".q_proj.weight")}
+    for attention in attentions:
+        for fused_name, parts in OPEN_CLIP_FUSED_ATTENTION.items():
+            fused[f"{attention}.{fused_name}"] = torch.cat([fused.pop(f"{attention}.{part}") for part in parts])
+    return fused
+
+
+@dataclass(frozen=True)
+class LdmPart:
+    """One diffusers component of a single file: where it sits and how its keys are renamed."""
+
+    component: str
+    prefix: str
+    convert: Callable[[StateDict, dict], StateDict]
+
+
+_UNET = LdmPart("unet", UNET_PREFIX, unet_to_ldm)
+_VAE = LdmPart("vae", VAE_PREFIX, vae_to_ldm)
+LDM_LAYOUTS: dict[str, tuple[LdmPart, ...]] = {
+    "StableDiffusionPipeline": (_UNET, _VAE, LdmPart("text_encoder", TEXT_ENCODER_PREFIX, text_encoder_to_ldm)),
+    "StableDiffusionXLPipeline": (
+        _UNET,
+        _VAE,
+        LdmPart("text_encoder", SDXL_TEXT_ENCODER_PREFIX, text_encoder_to_ldm),
+        LdmPart("text_encoder_2", SDXL_TEXT_ENCODER_2_PREFIX, open_clip_to_ldm),
+    ),
+}
 
 
 # --- shared --------------------------------------------------------------------------------
@@ -221,21 +307,21 @@ def _sublayers(module: str, ldm_module: str, renames: dict[str, str]) -> ModuleT
 def _rename(weights: StateDict, table: ModuleTable) -> StateDict:
     renamed: StateDict = {}
     for key, tensor in weights.items():
-        ldm_key = _ldm_key(key, table)
+        ldm_key = to_ldm_key(key, table)
         if ldm_key in renamed:
             raise ValueError(f"two weights map to {ldm_key}")
         renamed[ldm_key] = tensor
     return renamed
 
 
-def _ldm_key(key: str, table: ModuleTable) -> str:
-    """Rename ``key`` by the longest module path of it that the table knows."""
+def to_ldm_key(key: str, table: ModuleTable) -> str:
+    """Rename ``key`` by the longest module path of it (or the whole key) that the table knows."""
     parts = key.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
+    for cut in range(len(parts), 0, -1):
         module = ".".join(parts[:cut])
         if module in table:
             return ".".join([table[module], *parts[cut:]])
-    raise KeyError(f"no LDM name for weight {key} (not an SD1.x layout?)")
+    raise KeyError(f"no LDM name for weight {key} (not an SD1.x or SDXL layout?)")
 
 
 def _with_prefix(prefix: str, weights: StateDict) -> StateDict:
@@ -244,11 +330,7 @@ def _with_prefix(prefix: str, weights: StateDict) -> StateDict:
 
 def _load_component(diffusers_dir: Path, component: str) -> tuple[StateDict, dict]:
     config = json.loads((diffusers_dir / component / "config.json").read_text())
-    return _load_weights(diffusers_dir, component), config
-
-
-def _load_weights(diffusers_dir: Path, component: str) -> StateDict:
     weights_file = diffusers_dir / component / WEIGHT_FILES[component]
     if not weights_file.is_file():
         raise FileNotFoundError(f"{weights_file} missing: expected unsharded safetensors weights")
-    return load_file(str(weights_file))
+    return load_file(str(weights_file)), config

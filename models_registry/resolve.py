@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from models_registry.catalog import VENDORED_SD15_CONFIG, Catalog, Lora, MainModel
+from models_registry.catalog import Catalog, Lora, MainModel
 from openpik.job import ControlUnit, LoraRef, ModelRef, VaeRef
 
 Entry = TypeVar("Entry")
 
 
 def model_ref(model: MainModel) -> ModelRef:
-    config = None
-    if model.format == "single_file":
-        config = str(model.config or VENDORED_SD15_CONFIG)
-    return ModelRef(model_id=model.id, path=str(model.path), format=model.format, config_dir=config)
+    config = str(model.config_dir) if model.format == "single_file" else None
+    return ModelRef(
+        model_id=model.id, path=str(model.path), format=model.format, config_dir=config, architecture=model.architecture
+    )
 
 
 def default_vae_ref(catalog: Catalog, model: MainModel) -> VaeRef | None:

@@ -54,6 +54,13 @@ TINY_LORAS = [
 ]
 UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+# Kohya's key prefix per component; SDXL's files number the encoders and name UNet modules
+# by the original (SGM) UNet's paths, e.g. lora_unet_input_blocks_4_1_transformer_blocks_0_...
+KOHYA_PREFIXES = {
+    "sd15": {"unet": "lora_unet", "text_encoder": "lora_te"},
+    "sdxl": {"unet": "lora_unet", "text_encoder": "lora_te1", "text_encoder_2": "lora_te2"},
+}
+KOHYA_LDM_UNET_NAMES = {"sdxl"}
 
 
 def build_tiny_models(out_dir: Path) -> Path:
@@ -72,12 +79,19 @@ def build_tiny_models(out_dir: Path) -> Path:
         build_controlnet(base, out_dir / "controlnet" / controlnet.model_code, seed=100 + controlnet.id)
     for lora_id, code, layout, targets in TINY_LORAS:
         write_lora(base, out_dir / "lora" / f"{code}.safetensors", seed=200 + lora_id, layout=layout, targets=targets)
+    _build_tiny_sdxl_models(out_dir)
     write_tiny_annotators(out_dir / "annotators")
     build_tiny_translator(out_dir / "translator")
 
     catalog_file = out_dir / "catalog.yaml"
     catalog_file.write_text(yaml.safe_dump(tiny_catalog_dict(default), sort_keys=False))
     return catalog_file
+
+
+def _build_tiny_sdxl_models(out_dir: Path) -> None:
+    from models_registry.tiny_sdxl import build_tiny_sdxl_models  # it builds on this module
+
+    build_tiny_sdxl_models(out_dir)
 
 
 def _write_single_file_twin(diffusers_dir: Path, out_file: Path) -> None:
@@ -88,6 +102,8 @@ def _write_single_file_twin(diffusers_dir: Path, out_file: Path) -> None:
 
 def tiny_catalog_dict(default: Catalog) -> dict:
     """The tiny catalog: the default catalog's ids, presets and preprocessors, tiny files."""
+    from models_registry.tiny_sdxl import tiny_sdxl_catalog_entries
+
     defaults = {
         "steps": 20,
         "sampler": "Euler a",
@@ -96,6 +112,7 @@ def tiny_catalog_dict(default: Catalog) -> dict:
         "width": TINY_SIZE,
         "height": TINY_SIZE,
     }
+    sdxl = tiny_sdxl_catalog_entries(defaults)
     main_models = [
         {
             "id": model_id,
@@ -117,6 +134,7 @@ def tiny_catalog_dict(default: Catalog) -> dict:
             "defaults": defaults,
         }
     )
+    main_models += sdxl["main_models"]
     return {
         "version": 1,
         "annotators_dir": "annotators",
@@ -132,11 +150,13 @@ def tiny_catalog_dict(default: Catalog) -> dict:
                 "trigger_words": [code.removeprefix("tiny-lora-")],
             }
             for lora_id, code, _, _ in TINY_LORAS
-        ],
+        ]
+        + sdxl["loras"],
         "controlnets": [
             {"id": c.id, "model_code": c.model_code, "name": c.name, "path": f"controlnet/{c.model_code}"}
             for c in default.controlnets
-        ],
+        ]
+        + sdxl["controlnets"],
         "preprocessors": [p.model_dump(mode="json", exclude_defaults=True) for p in default.preprocessors],
         "presets": [p.model_dump(mode="json", exclude_defaults=True) for p in default.presets],
     }
@@ -155,7 +175,7 @@ def build_main_model(out_dir: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     pipe = StableDiffusionPipeline(
         unet=_tiny_unet(),
-        vae=_tiny_vae(),
+        vae=tiny_vae(),
         text_encoder=_tiny_text_encoder(tokenizer),
         tokenizer=tokenizer,
         scheduler=PNDMScheduler(**SD15_SCHEDULER),
@@ -185,7 +205,7 @@ def build_vae(out_dir: Path, seed: int) -> Path:
     import torch
 
     torch.manual_seed(seed)
-    _tiny_vae().save_pretrained(out_dir, safe_serialization=True)
+    tiny_vae().save_pretrained(out_dir, safe_serialization=True)
     return out_dir
 
 
@@ -206,10 +226,11 @@ def _tiny_unet():
     )
 
 
-def _tiny_vae():
+def tiny_vae(**overrides):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
+        **overrides,
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
@@ -223,21 +244,30 @@ def _tiny_vae():
 
 
 def _tiny_text_encoder(tokenizer):
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
-    config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=CROSS_ATTENTION_DIM,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=5,
-        max_position_embeddings=77,
-        projection_dim=CROSS_ATTENTION_DIM,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    return CLIPTextModel(tiny_text_config(tokenizer))
+
+
+def tiny_text_config(tokenizer, **overrides):
+    """The tiny CLIP text encoder's config for ``tokenizer``; SDXL's second encoder overrides some."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        **{
+            "vocab_size": len(tokenizer),
+            "hidden_size": CROSS_ATTENTION_DIM,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 5,
+            "max_position_embeddings": 77,
+            "projection_dim": CROSS_ATTENTION_DIM,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        }
+        | overrides
     )
-    return CLIPTextModel(config)
 
 
 # --- tokenizer ---------------------------------------------------------------------------
@@ -308,29 +338,32 @@ def build_controlnet(base_dir: Path, out_dir: Path, seed: int) -> Path:
 # --- LoRA --------------------------------------------------------------------------------
 
 
-def write_lora(base_dir: Path, out_file: Path, seed: int, layout: str, targets: tuple[str, ...]) -> Path:
+def write_lora(
+    base_dir: Path, out_file: Path, seed: int, layout: str, targets: tuple[str, ...], architecture: str = "sd15"
+) -> Path:
     """A random rank-4 LoRA for the base model, in the diffusers/peft or the kohya layout."""
     import torch
     from safetensors.torch import save_file
 
     generator = torch.Generator().manual_seed(seed)
+    kohya_name = _kohya_namer(base_dir, architecture)
     tensors: dict[str, torch.Tensor] = {}
     for component, module_name, linear in _lora_target_modules(base_dir, targets):
         down = torch.randn(LORA_RANK, linear.in_features, generator=generator) * LORA_STD
         up = torch.randn(linear.out_features, LORA_RANK, generator=generator) * LORA_STD
-        tensors.update(_lora_keys(layout, component, module_name, down, up))
+        if layout == "peft":
+            key = f"{component}.{module_name}"
+            tensors |= {f"{key}.lora_A.weight": down, f"{key}.lora_B.weight": up}
+        else:
+            tensors |= _kohya_keys(kohya_name(component, module_name), down, up)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_file))
     return out_file
 
 
-def _lora_keys(layout: str, component: str, module_name: str, down, up) -> dict:
+def _kohya_keys(key: str, down, up) -> dict:
     import torch
 
-    if layout == "peft":
-        return {f"{component}.{module_name}.lora_A.weight": down, f"{component}.{module_name}.lora_B.weight": up}
-    prefix = {"unet": "lora_unet", "text_encoder": "lora_te"}[component]
-    key = f"{prefix}_{module_name.replace('.', '_')}"
     return {
         f"{key}.lora_down.weight": down,
         f"{key}.lora_up.weight": up * (LORA_RANK / KOHYA_ALPHA),
@@ -338,16 +371,33 @@ def _lora_keys(layout: str, component: str, module_name: str, down, up) -> dict:
     }
 
 
+def _kohya_namer(base_dir: Path, architecture: str):
+    """Kohya's name of a module: component prefix + path with "_" for "." (SDXL: SGM UNet paths)."""
+    from models_registry.ldm_format import to_ldm_key, unet_module_table
+
+    prefixes = KOHYA_PREFIXES[architecture]
+    unet_config = json.loads((base_dir / "unet" / "config.json").read_text())
+    unet_table = unet_module_table(unet_config) if architecture in KOHYA_LDM_UNET_NAMES else {}
+
+    def name(component: str, module_name: str) -> str:
+        if component == "unet" and unet_table:
+            module_name = to_ldm_key(module_name, unet_table)
+        return f"{prefixes[component]}_{module_name.replace('.', '_')}"
+
+    return name
+
+
 def _lora_target_modules(base_dir: Path, targets: tuple[str, ...]):
     from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     loaders = {
-        "unet": (lambda: UNet2DConditionModel.from_pretrained(base_dir, subfolder="unet"), UNET_LORA_TARGETS),
-        "text_encoder": (lambda: CLIPTextModel.from_pretrained(base_dir, subfolder="text_encoder"), TEXT_LORA_TARGETS),
+        "unet": (UNet2DConditionModel, UNET_LORA_TARGETS),
+        "text_encoder": (CLIPTextModel, TEXT_LORA_TARGETS),
+        "text_encoder_2": (CLIPTextModelWithProjection, TEXT_LORA_TARGETS),
     }
     for component in targets:
-        load, suffixes = loaders[component]
-        for name, module in load().named_modules():
+        model_class, suffixes = loaders[component]
+        for name, module in model_class.from_pretrained(base_dir, subfolder=component).named_modules():
             if name.endswith(suffixes) and hasattr(module, "in_features"):
                 yield component, name, module

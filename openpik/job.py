@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from openpik.families import Architecture
 from openpik.vocabulary import (
     DEFAULT_CFG_SCALE,
     DEFAULT_CLIP_SKIP,
@@ -52,6 +53,7 @@ class ModelRef(_Frozen):
     config_dir: str | None = Field(
         default=None, description="Diffusers folder with the configs a single-file checkpoint needs"
     )
+    architecture: Architecture = "sd15"
 
 
 class VaeRef(_Frozen):

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OPENPIK_", extra="ignore")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="host:port of each Redis Sentinel, comma-separated; empty: OPENPIK_REDIS_URL is the Redis "
+        "(with Sentinels, that URL gives only the database number and password; openpik/redis_connection.py)",
+    )
+    redis_master: str = Field(default="mymaster", description="The name the Sentinels monitor the master under")
+    redis_wait_replicas: int = Field(
+        default=0, ge=0, description="Replicas that must hold a task before its TaskUID is returned (WAIT); 0: off"
+    )
+    redis_wait_timeout_ms: int = Field(
+        default=500, ge=1, le=4000, description="How long a submission waits for those replicas before answering 150"
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     catalog: Path = Path(__file__).resolve().parent.parent / "configs" / "catalog.yaml"
@@ -41,6 +53,20 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=4096 * 4096, ge=64 * 64, description="Pixel cap of each client image")
     max_queue_depth: int = Field(default=10000, ge=0, description="Tasks waiting before new ones are shed")
     max_queued_per_key: int = Field(default=200, ge=0, description="Tasks one key may have waiting")
+    rate_limit_generate_per_s: float = Field(
+        default=0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Generate requests per second per key, on average (180 above); 0 = off",
+    )
+    rate_limit_generate_burst: int = Field(default=5, ge=1, description="Generate requests one key may send at once")
+    rate_limit_query_per_s: float = Field(
+        default=0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Query and catalog requests per second per key (180 above); 0 = off",
+    )
+    rate_limit_query_burst: int = Field(default=20, ge=1, description="Query requests one key may send at once")
     engine: Literal["diffusers", "stub"] = Field(
         default="diffusers", description="stub: instant solid images, for load-testing the stack without a GPU"
     )
@@ -54,6 +80,16 @@ class Settings(BaseSettings):
     progress_interval_s: float = Field(default=0.25, ge=0, description="Least time between progress writes")
     visibility_timeout_s: int = Field(
         default=900, ge=1, description="Redis redelivers an unacknowledged task after this; keep above the hard limit"
+    )
+    callback_retry_s: int = Field(
+        default=3600, ge=0, description="A webhook is retried until this long after its task ended, then failed"
+    )
+    callback_timeout_s: float = Field(default=10, gt=0, le=120, description="Each webhook attempt's time limit")
+    callback_backoff_s: float = Field(
+        default=2, gt=0, description="Wait before a webhook's first retry; doubles per attempt, with jitter"
+    )
+    callback_backoff_max_s: float = Field(
+        default=300, gt=0, description="Longest wait between webhook attempts (and under half the visibility timeout)"
     )
 
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
@@ -74,14 +110,31 @@ class Settings(BaseSettings):
         default=64, ge=1, description="Compiled LoRA slot's rank: the most a request's LoRAs may add up to"
     )
     compile_warmup_models: list[int] = Field(
-        default=[], description="Main model ids compiled and warmed when a worker starts (empty: the catalog's first)"
+        default=[],
+        description="Main model ids compiled and warmed at worker start (empty: the catalog's first of each family)",
     )
     compile_warmup_size: int = Field(default=512, ge=64, multiple_of=8, description="Warm-up image side")
-    pipeline_cache_mb: int = Field(default=16000, ge=0, description="Memory budget of loaded main models")
+    model_cache_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Bytes of main-model weights a worker keeps loaded, least recently used evicted first "
+        "(default: 3/4 of the GPU's memory, or half the RAM on CPU)",
+    )
     lora_cache_size: int = Field(default=8, ge=1, description="LoRA adapters kept loaded per main model")
+    prompt_weighting: bool = Field(
+        default=True,
+        description="A1111's (word:1.2) syntax and prompts over 77 tokens, through compel (worker/prompts.py); "
+        "off: prompts go to diffusers as plain text, as before",
+    )
     worker_metrics_port: int = Field(
         default=9808, ge=0, le=65535, description="Worker's Prometheus port (plus its --gpu index); 0: off"
     )
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """OPENPIK_REDIS_SENTINELS=host1:26379,host2:26379 (an empty value: no Sentinels)."""
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
 
 @lru_cache

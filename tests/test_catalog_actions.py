@@ -280,7 +280,7 @@ def test_listed_objects_sent_back_in_generate_images_give_the_catalog_defaults(t
         defaults.cfg_scale,
         defaults.clip_skip,
     )
-    assert (job.width, job.height) == (defaults.width, defaults.height)
+    assert (job.width, job.height) == tiny.main_model(2).size
     assert [(lo.lora_id, lo.weight) for lo in job.loras] == [(3, 1.0)]
     (unit,) = job.controlnets
     assert (unit.controlnet_id, unit.preprocessor, unit.detect_resolution) == (control_model["Id"], "canny", 512)

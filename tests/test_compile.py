@@ -3,9 +3,13 @@
 Most tests compile with the "eager" backend: dynamo traces and guards exactly as it does for
 inductor, so recompiles are counted the same, without generating code. One test runs
 inductor. Images are compared with the uncompiled engine's: same seed, same pixels within 1.
+The tests that depend on a family's shapes or LoRA layouts run for SD1.5 and SDXL, in one
+compiled engine warmed up as a worker serving both is.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -18,7 +22,7 @@ from openpik.settings import Settings
 from tests.engine_helpers import pixels, run
 from tests.requests import txt2img
 from tests.stack import RedisDb, fresh_redis, running_stack, stack_settings, wait_for
-from worker.compiled import SLOT, MergedLoras, merge
+from worker.compiled import SLOT, MergedLoras, merge, read_factors
 from worker.engine import Engine
 from worker.errors import ModelLoadError
 from worker.warmup import warmup_requests
@@ -26,6 +30,22 @@ from worker.warmup import warmup_requests
 pytestmark = pytest.mark.models
 
 SIZE = 128  # the least warm-up size (worker/warmup.py)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A family's tiny main model and LoRAs by role (ids of the tiny catalog)."""
+
+    model_id: int
+    loras: dict[str, int]
+
+
+FAMILIES = {
+    # peft: UNet only; kohya: UNet and text encoder, alpha = rank / 2; other: peft, both.
+    "sd15": Family(model_id=1, loras={"peft": 1, "kohya": 2, "other": 3}),
+    # kohya: SGM UNet names, lora_te1_/lora_te2_, alpha = rank / 2; peft: UNet and both encoders.
+    "sdxl": Family(model_id=11, loras={"peft": 12, "kohya": 11, "other": 12}),
+}
 
 
 def graphs() -> int:
@@ -39,6 +59,7 @@ def compiled_engine(catalog, backend: str) -> tuple[Engine, Settings]:
 
 @pytest.fixture(scope="module")
 def compiled(catalog):
+    """Warmed up as a worker is by default: the catalog's first model of each family."""
     engine, settings = compiled_engine(catalog, "eager")
     for job, images in warmup_requests(catalog, settings):
         engine.run(job, images)
@@ -50,22 +71,39 @@ def images(control_image, reference_image):
     return {"control": control_image, "init": reference_image}
 
 
-def unit(catalog, mode: str = "Balanced") -> tuple[ControlUnit, ...]:
-    controlnet = catalog.controlnets[0]
+@pytest.fixture(scope="module", params=FAMILIES.keys())
+def family_job(request, make_job, catalog):
+    """Jobs on one family's model, LoRAs named by role and ControlNet modes by name."""
+    family = FAMILIES[request.param]
+    architecture = catalog.main_model(family.model_id).architecture
+
+    def make(loras: dict[str, float] | None = None, controlnets: str | None = None, **fields):
+        if controlnets:
+            fields["controlnets"] = unit(catalog, architecture, controlnets)
+        by_id = {family.loras[role]: weight for role, weight in (loras or {}).items()}
+        return make_job(model_id=family.model_id, loras=by_id, **({"width": SIZE, "height": SIZE, "steps": 4} | fields))
+
+    return make
+
+
+def unit(catalog, architecture: str, mode: str = "Balanced") -> tuple[ControlUnit, ...]:
+    controlnet = next(c for c in catalog.controlnets if c.architecture == architecture)
     return (ControlUnit(controlnet_id=controlnet.id, path=str(controlnet.path), image="control", mode=mode),)
 
 
 STEADY_STATE = {
     "no LoRA": dict(),
-    "a peft LoRA": dict(loras={1: 1.0}),
-    "a kohya LoRA with text encoder layers and alpha = rank / 2": dict(loras={2: 1.0}),
-    "two LoRAs at other weights": dict(loras={3: 0.7, 2: 0.5}),
+    "a peft LoRA": dict(loras={"peft": 1.0}),
+    "a kohya LoRA with text encoder layers and alpha = rank / 2": dict(loras={"kohya": 1.0}),
+    "two LoRAs at other weights": dict(loras={"other": 0.7, "kohya": 0.5}),
     "another size": dict(width=192),
-    "a non-square batch of 3": dict(height=136, batch_size=3, loras={2: 1.0}),
+    "a non-square batch of 3": dict(height=136, batch_size=3, loras={"kohya": 1.0}),
     "CFG off": dict(cfg_scale=1.0),
-    "a ControlNet in another mode and size": dict(controlnets="ControlNetIsMoreImportant", width=136, loras={1: 0.5}),
+    "a ControlNet in another mode and size": dict(
+        controlnets="ControlNetIsMoreImportant", width=136, loras={"peft": 0.5}
+    ),
     "img2img with a ControlNet and CFG off": dict(
-        controlnets="Balanced", init_image="init", strength=0.5, cfg_scale=1.0, loras={2: 0.3}
+        controlnets="Balanced", init_image="init", strength=0.5, cfg_scale=1.0, loras={"kohya": 0.3}
     ),
     "an img2img batch of 2": dict(init_image="init", strength=0.8, batch_size=2),
 }
@@ -73,12 +111,9 @@ STEADY_STATE = {
 
 @pytest.mark.parametrize("fields", STEADY_STATE.values(), ids=STEADY_STATE.keys())
 def test_after_the_warm_up_nothing_recompiles_and_pixels_match_the_uncompiled_engine(
-    compiled, engine, make_job, catalog, images, fields
+    compiled, engine, family_job, images, fields
 ):
-    fields = dict(fields)
-    if "controlnets" in fields:
-        fields["controlnets"] = unit(catalog, fields["controlnets"])
-    job = make_job(**({"width": SIZE, "height": SIZE} | fields))
+    job = family_job(**fields)
     before = graphs()
     got = pixels(run(compiled, job, images))
     assert graphs() == before
@@ -87,9 +122,9 @@ def test_after_the_warm_up_nothing_recompiles_and_pixels_match_the_uncompiled_en
     assert max(np.abs(a - b).max() for a, b in zip(got, expected)) <= 1
 
 
-def test_weight_zero_equals_no_lora_and_a_lora_changes_the_image(compiled, make_job):
+def test_weight_zero_equals_no_lora_and_a_lora_changes_the_image(compiled, family_job):
     baseline, zero, full = (
-        pixels(run(compiled, make_job(width=SIZE, height=SIZE, loras=w)))[0] for w in (None, {1: 0.0}, {1: 1.0})
+        pixels(run(compiled, family_job(loras=w)))[0] for w in (None, {"kohya": 0.0}, {"kohya": 1.0})
     )
     assert np.array_equal(baseline, zero)
     assert np.abs(full - baseline).max() > 5
@@ -125,6 +160,25 @@ def test_a_lora_outside_the_slot_fails_its_task_and_the_next_task_is_served(comp
     assert np.abs(pixels(run(compiled, job))[0] - pixels(run(engine, job))[0]).max() <= 1
 
 
+def test_sdxl_lora_files_of_both_layouts_cover_the_unet_and_both_text_encoders(compiled, catalog, make_job):
+    sdxl = FAMILIES["sdxl"]
+    unet_config = compiled.cache.model(make_job(model_id=sdxl.model_id).model).pipe.unet.config
+    kohya, peft = (read_factors(str(catalog.lora(sdxl.loras[role]).path), unet_config) for role in ("kohya", "peft"))
+    assert {component: sorted(factors) for component, factors in kohya.items()} == {
+        component: sorted(factors) for component, factors in peft.items()
+    }
+    assert all(kohya[component] for component in ("unet", "text_encoder", "text_encoder_2"))
+
+
+def test_each_family_warms_up_with_a_controlnet_of_its_own(catalog):
+    requests = warmup_requests(catalog, Settings(compile_warmup_size=SIZE))
+    models = {job.model.model_id: job.model.architecture for job, _ in requests}
+    assert models == {1: "sd15", 11: "sdxl"}
+    units = {(job.model.architecture, unit.controlnet_id) for job, _ in requests for unit in job.controlnets}
+    assert {(arch, catalog.controlnet(cid).architecture) for arch, cid in units} == {("sd15", "sd15"), ("sdxl", "sdxl")}
+    assert len(requests) == 16
+
+
 def test_merging_concatenates_ranks_and_folds_in_the_weights():
     generator = torch.Generator().manual_seed(0)
     a1, b1, a2, b2 = (torch.randn(shape, generator=generator) for shape in ((2, 6), (5, 2), (3, 6), (5, 3)))
@@ -154,6 +208,7 @@ def test_a_compiled_worker_warms_up_before_its_first_task(tiny_catalog_path, tmp
         compile="true",
         compile_backend="eager",
         compile_warmup_size=str(SIZE),
+        compile_warmup_models="[1]",  # one family: the in-process tests cover warming both
     )
     try:
         with running_stack(env, tmp_path, worker="compiled") as stack:

@@ -136,7 +136,7 @@ def test_reference_fields_on_txt2img_are_not_read(gateway, redis_client):
 def test_generate_images_zero_values_take_the_models_defaults(gateway, redis_client, catalog):
     job = accepted_job(gateway, redis_client, GO_IMAGES)
     model = catalog.main_model(2)
-    assert (job["width"], job["height"]) == (model.defaults.width, model.defaults.height)
+    assert (job["width"], job["height"]) == model.size
     assert (job["steps"], job["sampler"], job["cfg_scale"]) == (
         model.defaults.steps, model.defaults.sampler, model.defaults.cfg_scale
     )  # fmt: skip
@@ -270,6 +270,26 @@ def test_strict_fields_restores_230_naming_the_field(tiny_catalog_path, tmp_path
         assert open_redis(RedisDb.DROP_IN).llen(DEFAULT_QUEUE) == depth
 
 
+def test_a_request_mixing_model_families_is_230_and_queues_nothing(gateway, redis_client):
+    body = {
+        "Action": "GenerateImages",
+        "MainModel": {"ModelCode": "tiny-sdxl-a"},
+        "SubModelList": [{"ModelCode": "tiny-lora-ink"}],
+        "PositivePrompts": ["an apple"],
+    }
+    queued, stored = redis_client.llen(DEFAULT_QUEUE), redis_client.dbsize()
+    refused = gateway.call(body)
+    assert refused["RetCode"] == 230
+    assert refused["Message"].startswith("SubModelList[0].ModelCode: tiny-lora-ink is an sd15 model")
+    assert (redis_client.llen(DEFAULT_QUEUE), redis_client.dbsize()) == (queued, stored)
+    assert (
+        accepted_job(gateway, redis_client, body | {"SubModelList": [{"ModelCode": "tiny-sdxl-lora-kohya"}]})["model"][
+            "architecture"
+        ]
+        == "sdxl"
+    )
+
+
 # --- the round trip through a real worker ------------------------------------------------
 
 
@@ -282,6 +302,4 @@ def test_list_models_then_generate_images_finishes_with_the_models_native_size(l
                       120, message="the task")  # fmt: skip
     assert detail["Status"] == "Finished" and len(detail["ImgList"]) == 1
     image = Image.open(io.BytesIO(httpx.get(detail["ImgList"][0]).content))
-    assert image.size == (main["Width"], main["Height"]) == (
-        catalog.main_model(1).defaults.width, catalog.main_model(1).defaults.height
-    )  # fmt: skip
+    assert image.size == (main["Width"], main["Height"]) == catalog.main_model(1).size

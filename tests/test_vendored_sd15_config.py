@@ -7,7 +7,9 @@ from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from models_registry.catalog import VENDORED_SD15_CONFIG as SD15
+from openpik.families import FAMILIES
+
+SD15 = FAMILIES["sd15"].configs
 
 pytestmark = pytest.mark.models
 

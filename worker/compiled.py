@@ -9,8 +9,9 @@ alpha/rank folded into its up-projection, since
     sum_i w_i s_i B_i A_i x = [w_1 s_1 B_1 | w_2 s_2 B_2 | ...] [A_1; A_2; ...] x
 
 and the merge is copied into the slot in place (peft's hot swap). No LoRA is a slot of zeros.
-The text encoder is not compiled but gets the same slot, so both follow one rule. Shapes are
-compiled dynamic, and worker/warmup.py traces the graphs before the first task.
+The text encoders (SDXL's two, SD1.5's one) are not compiled but get the same slot, so all
+components follow one rule. Shapes are compiled dynamic, and worker/warmup.py traces the
+graphs before the first task.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import DiffusionPipeline, StableDiffusionXLPipeline
+from diffusers.configuration_utils import FrozenDict
 from diffusers.utils.peft_utils import _create_lora_config
 from diffusers.utils.state_dict_utils import (
     convert_state_dict_to_diffusers,
@@ -39,15 +41,18 @@ SLOT = "openpik_merged"
 # Regional compilation: the blocks that repeat (diffusers' UNet ``_repeated_blocks``; ControlNets
 # are built of the same) are compiled once and shared, the convolutions around them run eager.
 COMPILED_BLOCKS = ("BasicTransformerBlock",)
-# Graphs kept per compiled block function before dynamo silently falls back to eager. One
-# SD1.5 worker needs up to 24: 3 channel widths x UNet or ControlNet blocks x CFG batch or
-# batch 1 x 2 memory layouts; torch's default, 8, would leave most of them eager.
+# Graphs kept per compiled block function before dynamo silently falls back to eager. All
+# families' blocks share that one function. An SD1.5 model needs up to 24: 3 channel widths
+# x UNet or ControlNet blocks x CFG batch or batch 1 x 2 memory layouts; an SDXL model up to
+# 16 more (2 widths, 640 and 1280, whose text width, 2048, is not SD1.5's), other models of
+# a family none. So a worker serving both needs up to 40 (the tiny models trace 12 + 8);
+# torch's default, 8, would leave most of them eager, and 64 leaves room for a third family.
 RECOMPILE_LIMIT = 64
-# The layers the slot covers: those SD1.5 LoRAs (diffusers, kohya, LyCORIS' plain LoRA) train.
-SLOT_TARGETS = {
-    "unet": ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"),
-    "text_encoder": ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
-}
+# The layers the slot covers: those SD1.5 and SDXL LoRAs (diffusers, kohya, LyCORIS' plain
+# LoRA) train, per component a pipeline may have; a pipeline's slot is on those it has.
+UNET_LAYERS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
+TEXT_ENCODER_LAYERS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+SLOT_TARGETS = {"unet": UNET_LAYERS, "text_encoder": TEXT_ENCODER_LAYERS, "text_encoder_2": TEXT_ENCODER_LAYERS}
 
 Factors = dict[str, tuple[torch.Tensor, torch.Tensor]]
 """Module name -> (down, up with alpha/rank folded in), for one component."""
@@ -78,7 +83,7 @@ class CompileOptions:
                 module.compile(backend=self.backend, mode=self.mode, dynamic=True)
 
 
-def prepare_pipeline(pipe: StableDiffusionPipeline, options: CompileOptions) -> None:
+def prepare_pipeline(pipe: DiffusionPipeline, options: CompileOptions) -> None:
     """Install the zero LoRA slot, then compile the UNet (in this order: see the module doc)."""
     pipe.enable_lora_hotswap(target_rank=options.lora_rank)
     pipe.load_lora_weights(_zero_slot(pipe, options.lora_rank), adapter_name=SLOT)
@@ -94,12 +99,12 @@ class MergedLoras:
         self.file_reads = 0
         self._factors: OrderedDict[str, dict[str, Factors]] = OrderedDict()
 
-    def select(self, pipe: StableDiffusionPipeline, current: tuple[LoraRef, ...], loras: tuple[LoraRef, ...]) -> None:
+    def select(self, pipe: DiffusionPipeline, current: tuple[LoraRef, ...], loras: tuple[LoraRef, ...]) -> None:
         """Swap the merge of ``loras`` into ``pipe`` unless ``current`` (what it holds) is the same."""
         if loras == current:
             return
-        chosen = [(self._read(lora), lora) for lora in loras]
-        for component in SLOT_TARGETS:
+        chosen = [(self._read(lora, pipe.unet.config), lora) for lora in loras]
+        for component in slot_components(pipe):
             state = merge([(factors[component], lora.weight) for factors, lora in chosen])
             self._check_rank(state, loras)
             try:
@@ -111,10 +116,10 @@ class MergedLoras:
                     f"(OPENPIK_COMPILE=false serves it): {exc}"
                 ) from exc
 
-    def _read(self, lora: LoraRef) -> dict[str, Factors]:
+    def _read(self, lora: LoraRef, unet_config: FrozenDict) -> dict[str, Factors]:
         if lora.path not in self._factors:
             try:
-                self._factors[lora.path] = read_factors(lora.path)
+                self._factors[lora.path] = read_factors(lora.path, unet_config)
             except (OSError, ValueError, KeyError) as exc:
                 raise ModelLoadError(f"LoRA {lora.lora_id} could not be loaded from {lora.path}: {exc}") from exc
             self.file_reads += 1
@@ -145,19 +150,28 @@ def merge(weighted: Iterable[tuple[Factors, float]]) -> dict[str, torch.Tensor]:
     return state
 
 
-def read_factors(path: str) -> dict[str, Factors]:
-    """A LoRA file, any layout diffusers reads, as factors per component.
+def slot_components(pipe: DiffusionPipeline) -> list[str]:
+    """The components of ``pipe`` the slot covers (SD1.5 has no second text encoder)."""
+    return [component for component in SLOT_TARGETS if getattr(pipe, component, None) is not None]
+
+
+def read_factors(path: str, unet_config: FrozenDict) -> dict[str, Factors]:
+    """A LoRA file, any layout diffusers reads, as factors per component (all of SLOT_TARGETS).
 
     Keys and alphas go through the same conversions and LoraConfig as diffusers' own loading,
     and each module's scale is looked up the way peft does, so a merge equals the adapters.
+    The UNet's config maps kohya's SDXL names (the original UNet's input_blocks_4_1_...) to
+    diffusers', as SDXL's loader does; SD1.5 kohya files use diffusers' names, left alone.
     """
-    state_dict, alphas = StableDiffusionPipeline.lora_state_dict(path)
+    state_dict, alphas = StableDiffusionXLPipeline.lora_state_dict(path, unet_config=unet_config)
     factors = {}
-    for component, to_peft in (("unet", _unet_to_peft), ("text_encoder", _text_encoder_to_peft)):
+    for component in SLOT_TARGETS:
         prefix = f"{component}."
         own = {k.removeprefix(prefix): v for k, v in state_dict.items() if k.startswith(prefix)}
         own_alphas = {k.removeprefix(prefix): v for k, v in (alphas or {}).items() if k.startswith(prefix)}
-        factors[component] = _scaled_factors(to_peft(own), own_alphas or None, is_unet=component == "unet")
+        is_unet = component == "unet"
+        to_peft = _unet_to_peft if is_unet else _text_encoder_to_peft
+        factors[component] = _scaled_factors(to_peft(own), own_alphas or None, is_unet=is_unet)
     return factors
 
 
@@ -193,12 +207,12 @@ def _slot_config(rank: int) -> LoraConfig:
     return LoraConfig(r=rank, lora_alpha=rank)
 
 
-def _zero_slot(pipe: StableDiffusionPipeline, rank: int) -> dict[str, torch.Tensor]:
+def _zero_slot(pipe: DiffusionPipeline, rank: int) -> dict[str, torch.Tensor]:
     """A rank-``rank`` LoRA of zeros on every slot layer, in the layout ``load_lora_weights`` reads."""
     state = {}
-    for component, suffixes in SLOT_TARGETS.items():
+    for component in slot_components(pipe):
         for name, module in getattr(pipe, component).named_modules():
-            if not name.endswith(suffixes):
+            if not name.endswith(SLOT_TARGETS[component]):
                 continue
             down, up = _zero_factor_shapes(module, rank)
             state[f"{component}.{name}.lora_A.weight"] = torch.zeros(down)

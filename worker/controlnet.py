@@ -61,6 +61,9 @@ class ModedControlNet(torch.nn.Module):
 
     def _conditional_half_only(self, sample, timestep, encoder_hidden_states, controlnet_cond, scale, **kwargs):
         half = sample.shape[0] // 2
+        added = kwargs.pop("added_cond_kwargs", None)  # SDXL's pooled text and size embeddings
+        if added is not None:
+            kwargs["added_cond_kwargs"] = {name: value[half:] for name, value in added.items()}
         down, mid = self.controlnet(
             sample[half:],
             timestep,

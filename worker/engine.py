@@ -7,13 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from diffusers import (
-    MultiControlNetModel,
-    StableDiffusionControlNetImg2ImgPipeline,
-    StableDiffusionControlNetPipeline,
-    StableDiffusionImg2ImgPipeline,
-    StableDiffusionPipeline,
-)
+from diffusers import MultiControlNetModel
 from PIL import Image
 
 from openpik.job import ControlUnit, Job
@@ -23,22 +17,15 @@ from worker.compiled import CompileOptions
 from worker.control_images import fit
 from worker.controlnet import ControlNetCache, ModedControlNet
 from worker.errors import InvalidInputError, ModelLoadError, TaskError
+from worker.families import CONTROL_IMAGE_ARGUMENT, RUNTIMES, PipelineKind, pipeline_kind
 from worker.interface import GenerationResult, ProgressHook, image_seeds
-from worker.pipeline_cache import LoadedModel, PipelineCache
+from worker.pipeline_cache import LoadedModel, PipelineCache, default_budget_bytes
 from worker.preprocessors import PreprocessorError, Preprocessors, PreprocessorSetupError, UnreadableImageError
+from worker.prompts import prompt_arguments
 from worker.samplers import make_scheduler
 from worker.tiling import circular_padding
 from worker.translation import Translator
 
-# (has a reference image, has ControlNets) -> pipeline class; all share the loaded components.
-PIPELINES = {
-    (False, False): StableDiffusionPipeline,
-    (True, False): StableDiffusionImg2ImgPipeline,
-    (False, True): StableDiffusionControlNetPipeline,
-    (True, True): StableDiffusionControlNetImg2ImgPipeline,
-}
-# The call argument that carries the control images, per pipeline kind (has a reference image).
-CONTROL_IMAGE_ARGUMENT = {False: "image", True: "control_image"}
 # A preprocessor's failure -> the task error the client sees: the worker's setup (its annotator
 # files, an unknown detector) or the client's image.
 PREPROCESSOR_FAILURES: dict[type[PreprocessorError], type[TaskError]] = {
@@ -78,11 +65,6 @@ def effective_strength(strength: float, steps: int) -> float:
     return min(1.0, max(strength, 1.0 / steps))
 
 
-def diffusers_clip_skip(clip_skip: int) -> int | None:
-    """A1111's ClipSkip (1 = last layer) -> diffusers' count of layers skipped."""
-    return clip_skip - 1 if clip_skip > 1 else None
-
-
 class Engine:
     """One per worker process: owns the model cache and turns Jobs into images (an ImageEngine)."""
 
@@ -93,12 +75,15 @@ class Engine:
         self.device = resolve_device(settings.device)
         dtype = resolve_dtype(settings.dtype, self.device)
         self.micro_batch_pixels = settings.micro_batch_pixels
+        self.prompt_weighting = settings.prompt_weighting
         self.vae_tiling_pixels = settings.vae_tiling_pixels
         compile_options = CompileOptions.from_settings(settings)
         self.cache = PipelineCache(
             self.device,
             dtype,
-            budget_bytes=settings.pipeline_cache_mb * 2**20,
+            budget_bytes=default_budget_bytes(self.device)
+            if settings.model_cache_bytes is None
+            else settings.model_cache_bytes,
             lora_slots=settings.lora_cache_size,
             compile_options=compile_options,
         )
@@ -121,11 +106,14 @@ class Engine:
         self.cache.select_loras(loaded, job.loras)
         seeds = image_seeds(job.seed, job.batch_size)
         control = self._control_arguments(job, images)
+        prompts = prompt_arguments(
+            loaded.pipe, job.model.architecture, job.prompt, job.negative_prompt, job.clip_skip, self.prompt_weighting
+        )
         chunks = micro_batches(seeds, job.width * job.height, self.micro_batch_pixels)
         results: list[Image.Image] = []
         for index, chunk in enumerate(chunks):
             pipe = self._pipeline(job, loaded, chunk[0])
-            call = self._call_arguments(job, images, chunk) | control
+            call = self._call_arguments(job, images, chunk) | prompts | control
             if on_progress:
                 call["callback_on_step_end"] = _progress_callback(on_progress, index, len(chunks))
             with torch.inference_mode(), circular_padding(_convolution_models(pipe), enabled=job.tileable):
@@ -133,17 +121,17 @@ class Engine:
         return GenerationResult(images=results, seeds=seeds)
 
     def _pipeline(self, job: Job, loaded: LoadedModel, seed: int):
+        """The request's pipeline class around the loaded model's components (nothing copied)."""
         base = loaded.pipe
-        components = dict(
-            unet=base.unet,
-            vae=self.cache.vae(job.vae) if job.vae else base.vae,
-            text_encoder=base.text_encoder,
-            tokenizer=base.tokenizer,
-            scheduler=make_scheduler(job.sampler, base.scheduler.config, seed=seed),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
+        runtime = RUNTIMES[job.model.architecture]
+        components = (
+            {name: getattr(base, name) for name in runtime.components}
+            | {name: base.config[name] for name in runtime.inherited}
+            | runtime.fixed
         )
+        components["scheduler"] = make_scheduler(job.sampler, base.scheduler.config, seed=seed)
+        if job.vae:
+            components["vae"] = self.cache.vae(job.vae)
         if job.controlnets:
             cfg_batch = job.cfg_scale > 1
             components["controlnet"] = MultiControlNetModel(
@@ -152,7 +140,7 @@ class Engine:
                     for unit in job.controlnets
                 ]
             )
-        pipe = PIPELINES[(job.init_image is not None, bool(job.controlnets))](**components)
+        pipe = runtime.pipelines[_kind(job)](**components)
         pipe.set_progress_bar_config(disable=True)
         large = job.width * job.height > self.vae_tiling_pixels
         pipe.vae.enable_tiling() if large else pipe.vae.disable_tiling()
@@ -163,7 +151,7 @@ class Engine:
             return {}
         units = job.controlnets
         return {
-            CONTROL_IMAGE_ARGUMENT[job.init_image is not None]: [
+            CONTROL_IMAGE_ARGUMENT[_kind(job)]: [
                 control_map(self.preprocessors, u, _input_image(images, u.image), (job.width, job.height))
                 for u in units
             ],
@@ -174,14 +162,11 @@ class Engine:
 
     def _call_arguments(self, job: Job, images: Mapping[str, Image.Image], seeds: list[int]) -> dict:
         call = dict(
-            prompt=job.prompt,
-            negative_prompt=job.negative_prompt or None,
             num_inference_steps=job.steps,
             guidance_scale=job.cfg_scale,
             num_images_per_prompt=len(seeds),
             generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
-            clip_skip=diffusers_clip_skip(job.clip_skip),
-        )
+        ) | RUNTIMES[job.model.architecture].size_conditioning(job.width, job.height)
         if job.init_image is None:
             return call | dict(width=job.width, height=job.height)
         init = fit(_input_image(images, job.init_image), (job.width, job.height), job.init_resize_mode)
@@ -199,6 +184,10 @@ def control_map(
     return fit(detected, size, unit.resize_mode)
 
 
+def _kind(job: Job) -> PipelineKind:
+    return pipeline_kind(job.init_image is not None, False, bool(job.controlnets))
+
+
 def _input_image(images: Mapping[str, Image.Image], key: str) -> Image.Image:
     if key not in images:
         raise InvalidInputError(f"input image {key!r} is missing (expired or never stored)")
@@ -211,7 +200,10 @@ def _convolution_models(pipe) -> list[torch.nn.Module]:
 
 
 def _progress_callback(on_progress: ProgressHook, chunk: int, chunks: int):
-    """Steps of micro-batch ``chunk`` of ``chunks``, reported as progress over the whole task."""
+    """Steps of micro-batch ``chunk`` of ``chunks``, reported as progress over the whole task.
+
+    What ``on_progress`` raises (a cancelled task) leaves the pipeline call at this step: no
+    further step runs and nothing is decoded."""
 
     def callback(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         total = max(getattr(pipe, "num_timesteps", 0) or 0, step + 1)

@@ -10,15 +10,17 @@ Compiled models instead hold one slot that a request's LoRAs are merged into (co
 from __future__ import annotations
 
 import logging
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline
+from diffusers import AutoencoderKL, DiffusionPipeline
 
 from openpik.job import LoraRef, ModelRef, VaeRef
 from worker.compiled import CompileOptions, MergedLoras, prepare_pipeline
 from worker.errors import ModelLoadError
+from worker.families import RUNTIMES
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 class LoadedModel:
     """A main model's components and the LoRA adapters loaded into them (LRU order)."""
 
-    pipe: StableDiffusionPipeline
+    pipe: DiffusionPipeline
     nbytes: int
     adapters: OrderedDict[str, str] = field(default_factory=OrderedDict)
     merged: tuple[LoraRef, ...] | None = ()
@@ -69,7 +71,7 @@ class PipelineCache:
             self.stats.model_hits += 1
             return self._models[ref]
         pipe = self._load(ref)
-        loaded = LoadedModel(pipe=pipe, nbytes=_module_bytes(pipe.unet, pipe.vae, pipe.text_encoder))
+        loaded = LoadedModel(pipe=pipe, nbytes=_module_bytes(*pipe.components.values()))
         self._evict_to_fit(loaded.nbytes)
         self._models[ref] = loaded
         self.stats.model_loads += 1
@@ -118,14 +120,15 @@ class PipelineCache:
         loaded.adapters[name] = lora.path
         self.stats.lora_loads += 1
 
-    def _load(self, ref: ModelRef) -> StableDiffusionPipeline:
-        log.info("loading main model %s from %s", ref.model_id, ref.path)
-        options = dict(dtype=self.dtype, local_files_only=True, safety_checker=None, requires_safety_checker=False)
+    def _load(self, ref: ModelRef) -> DiffusionPipeline:
+        log.info("loading %s main model %s from %s", ref.architecture, ref.model_id, ref.path)
+        runtime = RUNTIMES[ref.architecture]
+        options = dict(dtype=self.dtype, local_files_only=True) | runtime.fixed
         try:
             if ref.format == "single_file":
-                pipe = StableDiffusionPipeline.from_single_file(ref.path, config=ref.config_dir, **options)
+                pipe = runtime.loader.from_single_file(ref.path, config=ref.config_dir, **options)
             else:
-                pipe = StableDiffusionPipeline.from_pretrained(ref.path, **options)
+                pipe = runtime.loader.from_pretrained(ref.path, **options)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise ModelLoadError(f"main model {ref.model_id} could not be loaded from {ref.path}: {exc}") from exc
         pipe.set_progress_bar_config(disable=True)
@@ -145,9 +148,28 @@ class PipelineCache:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
+    def evict_all_except(self, keep: ModelRef) -> int:
+        """Drop every main model but ``keep``: after an out-of-memory error, the task about to be
+        retried needs the room more than the cache does (worker/oom.py). How many were dropped."""
+        others = [ref for ref in self._models if ref != keep]
+        for ref in others:
+            log.info("evicting main model %s to free GPU memory", ref.model_id)
+            del self._models[ref]
+        self.stats.evictions += len(others)
+        return len(others)
+
     def _resident_bytes(self) -> int:
         return sum(m.nbytes for m in self._models.values())
 
 
-def _module_bytes(*modules: torch.nn.Module) -> int:
+def default_budget_bytes(device: torch.device) -> int:
+    """3/4 of the GPU's memory (the rest for activations), or half the RAM on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory * 3 // 4
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+def _module_bytes(*components: object) -> int:
+    """The weights' bytes of a pipeline's modules (tokenizers and schedulers weigh nothing)."""
+    modules = [c for c in components if isinstance(c, torch.nn.Module)]
     return sum(p.numel() * p.element_size() for m in modules for p in m.parameters())

@@ -76,8 +76,8 @@ def _main_model(model: MainModel) -> MainModelInfo:
         ),
         Id=model.id,
         BaseModel=model.architecture,
-        Width=defaults.width,
-        Height=defaults.height,
+        Width=model.size[0],
+        Height=model.size[1],
     )
 
 
