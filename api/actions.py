@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from celery import Celery
+
 from api.catalog import serving as catalog_serving
 from api.catalog.protocol import ListControlNetProcessorRequest, ListControlNetsRequest, ListModelsRequest
 from api.generate.protocol import (
@@ -19,6 +21,8 @@ from api.generate.submission import Submitter
 from api.protocol_base import Envelope, SignedRequest
 from api.queries import serving as query_serving
 from api.queries.protocol import (
+    CancelTaskRequest,
+    CancelTaskResponse,
     GetGenerateTaskDetailRequest,
     GetGenerateTaskDetailResponse,
     ListGenerateTaskDetailRequest,
@@ -27,9 +31,11 @@ from api.queries.protocol import (
     ListTasksDetailsResponse,
 )
 from models_registry.catalog import Catalog
+from openpik.callbacks import notify_task_ended
+from openpik.keys import Bucket
 from openpik.results import ResultStore
 from openpik.settings import Settings
-from openpik.task_records import TaskStore
+from openpik.task_records import CancelOutcome, TaskStore
 
 
 @dataclass
@@ -41,6 +47,9 @@ class Services:
     tasks: TaskStore
     results: ResultStore
     submitter: Submitter
+    publisher: Celery | None = None
+    """The gateway's Celery app (api.generate.submission.celery_publisher): what it hands
+    openpik.callbacks.notify_task_ended when it ends a task itself (CancelTask of a queued task)."""
 
 
 Request = TypeVar("Request", bound=SignedRequest)
@@ -53,6 +62,8 @@ class Action(Generic[Request]):
     request: type[Request]
     serve: Callable[[Services, Request, str, Body], Envelope]
     """(services, the validated wire request, the caller's PublicKey, the raw body) -> the answer."""
+    bucket: Bucket
+    """Which of the caller's rate limits the action counts against (api.rate_limit)."""
 
 
 def _generate(translate: Translate[Request]) -> Callable[[Services, Request, str, Body], Envelope]:
@@ -86,6 +97,13 @@ def _list_tasks(services: Services, request: ListTasksDetailsRequest, owner: str
     )
 
 
+def _cancel_task(services: Services, request: CancelTaskRequest, owner: str, body: Body) -> Envelope:
+    outcome, record = query_serving.cancel(services.tasks, request.TaskUID, owner)
+    if outcome == CancelOutcome.CANCELLED and services.publisher is not None:
+        notify_task_ended(services.tasks, services.publisher, record.task_id)  # ended here, not by a worker
+    return CancelTaskResponse(TaskStatus=record.status.value, Progress=record.progress)
+
+
 def _list_models(services: Services, request: ListModelsRequest, owner: str, body: Body) -> Envelope:
     return catalog_serving.list_models(services.catalog, owner)
 
@@ -99,13 +117,14 @@ def _list_processors(services: Services, request: ListControlNetProcessorRequest
 
 
 ACTIONS: dict[str, Action[Any]] = {
-    "GenerateImg2Img": Action(GenerateImg2ImgRequest, _generate(translate_legacy)),
-    "GenerateTxt2Img": Action(GenerateTxt2ImgRequest, _generate(translate_legacy)),
-    "GenerateImages": Action(GenerateImagesRequest, _generate(translate_images)),
-    "GetGenerateTaskDetail": Action(GetGenerateTaskDetailRequest, _get_task),
-    "ListGenerateTaskDetail": Action(ListGenerateTaskDetailRequest, _list_legacy),
-    "ListTasksDetails": Action(ListTasksDetailsRequest, _list_tasks),
-    "ListModels": Action(ListModelsRequest, _list_models),
-    "ListControlNets": Action(ListControlNetsRequest, _list_controlnets),
-    "ListControlNetProcessor": Action(ListControlNetProcessorRequest, _list_processors),
+    "GenerateImg2Img": Action(GenerateImg2ImgRequest, _generate(translate_legacy), Bucket.GENERATE),
+    "GenerateTxt2Img": Action(GenerateTxt2ImgRequest, _generate(translate_legacy), Bucket.GENERATE),
+    "GenerateImages": Action(GenerateImagesRequest, _generate(translate_images), Bucket.GENERATE),
+    "GetGenerateTaskDetail": Action(GetGenerateTaskDetailRequest, _get_task, Bucket.QUERY),
+    "ListGenerateTaskDetail": Action(ListGenerateTaskDetailRequest, _list_legacy, Bucket.QUERY),
+    "ListTasksDetails": Action(ListTasksDetailsRequest, _list_tasks, Bucket.QUERY),
+    "CancelTask": Action(CancelTaskRequest, _cancel_task, Bucket.QUERY),
+    "ListModels": Action(ListModelsRequest, _list_models, Bucket.QUERY),
+    "ListControlNets": Action(ListControlNetsRequest, _list_controlnets, Bucket.QUERY),
+    "ListControlNetProcessor": Action(ListControlNetProcessorRequest, _list_processors, Bucket.QUERY),
 }

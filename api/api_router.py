@@ -10,15 +10,18 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from sse_starlette import EventSourceResponse
 
 from api import playground
 from api.actions import ACTIONS
 from api.body import parse_json_object, read_body
 from api.errors import InvalidParameter, MissingAction, UnsupportedAction
+from api.events import serving as events_serving
 from api.metrics import CONTENT_TYPE, count_ignored_fields, exposition
 from api.openapi import request_body_schema
 from api.protocol_base import Envelope, SignedRequest, unknown_fields
 from api.queries import serving as query_serving
+from api.rate_limit import enforce as enforce_rate_limit
 from api.signature import verify
 from openpik.routing import RESULTS_PATH
 from openpik.task_records import TASK_ID_ALPHABET, TASK_ID_LENGTH
@@ -52,6 +55,9 @@ async def dispatch(request: Request) -> JSONResponse:
         settings.require_timestamp,
         settings.timestamp_window_s,
     )
+    await run_in_threadpool(
+        enforce_rate_limit, services.tasks.redis, settings, request.app.state.keys, owner, action.bucket
+    )
     try:
         wire = action.request.model_validate(body)
     except ValidationError as exc:
@@ -59,6 +65,23 @@ async def dispatch(request: Request) -> JSONResponse:
     _ignore_unknown_fields(wire, settings.strict_fields)
     response = await run_in_threadpool(action.serve, services, wire, owner, body)
     return JSONResponse(response.model_copy(update=request.state.echo).wire())
+
+
+@router.get(
+    "/events",
+    summary="One task's progress as server-sent events, then its final state (ours, spec section 11)",
+    description="Query: Action=TaskEvents, PublicKey, TaskUID, Timestamp (mandatory), Signature, signed as a body "
+    "of those fields. Events: `progress` {Progress, QueuePosition, TaskStatus}, then one `finished` or `error` "
+    "with the task's ListTasksDetails item.",
+    response_class=EventSourceResponse,
+)
+async def task_events(request: Request) -> EventSourceResponse:
+    fields = events_serving.query_fields(request.query_params.multi_items())
+    request.state.echo = _echo(fields)
+    state = request.app.state
+    return await events_serving.open_stream(
+        state.services, state.keys, state.task_watch, fields, request.headers.get("last-event-id")
+    )
 
 
 @router.get(RESULTS_PATH + "/{task_id}/{name}", summary="A result image, while its task record lives")

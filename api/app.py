@@ -19,22 +19,25 @@ from api import metrics
 from api.actions import Services
 from api.api_router import router
 from api.errors import ApiError, InternalError, ServiceUnavailable
-from api.generate.submission import Submitter, celery_enqueue
-from api.keys import KeyStore, key_store_from_settings
+from api.generate.submission import Submitter, celery_enqueue, celery_publisher
 from api.openapi import component_schemas
 from api.protocol_base import Envelope
 from models_registry.catalog import load_catalog
+from openpik.keys import KeyStore, key_store_from_settings
 from openpik.logs import configure_json_logging
+from openpik.redis_connection import Role, async_redis_client, redis_client
 from openpik.results import ResultSweeper, result_store_from_settings
 from openpik.settings import Settings, get_settings
-from openpik.task_records import TaskStore
+from openpik.task_records import TaskStore, TaskWatch
 
 log = logging.getLogger("openpik.api")
 
 
 def build_services(settings: Settings) -> tuple[Services, KeyStore]:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-    tasks = TaskStore(client, settings.result_ttl_s)
+    client = redis_client(settings, Role.GATEWAY)
+    tasks = TaskStore(client, settings.result_ttl_s, settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+    keys = key_store_from_settings(settings, client)
+    publisher = celery_publisher(settings)
     services = Services(
         settings=settings,
         catalog=load_catalog(settings.catalog),
@@ -42,13 +45,15 @@ def build_services(settings: Settings) -> tuple[Services, KeyStore]:
         results=result_store_from_settings(settings),
         submitter=Submitter(
             tasks,
-            celery_enqueue(settings),
+            celery_enqueue(settings, publisher),
             settings.max_queue_depth,
             settings.max_queued_per_key,
             settings.idempotency_window_s,
+            keys.callback_url_prefixes,
         ),
+        publisher=publisher,
     )
-    return services, key_store_from_settings(settings, client)
+    return services, keys
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -57,11 +62,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_json_logging("openpik")  # the gateway's own loggers and the shared ones (results, translation)
         app.state.services, app.state.keys = build_services(settings or get_settings())
         services = app.state.services
+        # The event streams (api/events) read on this loop, through an asyncio client of their own.
+        app.state.task_watch = TaskWatch(async_redis_client(services.settings, Role.GATEWAY))
         sweeper = ResultSweeper(
             services.results, services.settings.result_ttl_s, services.settings.result_sweep_interval_s
         ).start()
         yield
         sweeper.stop()
+        await app.state.task_watch.redis.aclose()
 
     app = FastAPI(
         title="OpenPik",

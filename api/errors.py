@@ -15,10 +15,12 @@ Business errors are HTTP 200 with a non-zero RetCode, as in UCloud-family APIs.
     173      200   UnknownPublicKey      unknown or disabled key (signature)
     174      200   TimestampOutOfWindow  (signature)
     180      200   TooManyQueued         the key's waiting tasks at OPENPIK_MAX_QUEUED_PER_KEY (generate.submission)
+    180      200   RateLimited           the key's token bucket for the action's kind is empty (rate_limit)
     230      200   InvalidParameter      a field breaks a rule; the message names it (wire models, serving)
     230      400   MalformedBody         not a JSON object we can read (body, signature)
     230      413   BodyTooLarge          over OPENPIK_MAX_BODY_BYTES (body)
     250      200   TaskNotFound          unknown and foreign TaskUIDs alike (queries.serving)
+    250      404   StreamTaskNotFound    the same, for GET /events: no stream to answer on (events.serving)
 """
 
 from __future__ import annotations
@@ -84,6 +86,10 @@ class TooManyQueued(ApiError):
     retcode = 180
 
 
+class RateLimited(TooManyQueued):
+    """Over the key's request rate (OPENPIK_RATE_LIMIT_*, or the key's own); the message says when to retry."""
+
+
 class InvalidParameter(ApiError):
     """The message names the field and the rule."""
 
@@ -104,3 +110,9 @@ class TaskNotFound(ApiError):
     """Unknown and foreign TaskUIDs answer the same, so ids cannot be probed."""
 
     retcode = 250
+
+
+class StreamTaskNotFound(TaskNotFound):
+    """GET /events answers an unknown or foreign task with HTTP 404 (spec section 11), and the envelope."""
+
+    http_status = 404

@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import redis
@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.actions import ACTIONS, Services
 from api.errors import InternalError
 from openpik.routing import queue_name
+from openpik.task_records import TaskStore, queued_key
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` twin of every series: Prometheus does not need them
@@ -135,7 +136,8 @@ def _text(value: object) -> str | None:
 
 
 class _StoreState:
-    """Queue depth per catalog queue and task records by status, read from Redis now.
+    """Queue depth and oldest waiting task's age per catalog queue, and task records by status,
+    read from Redis now.
 
     When Redis does not answer these are left out and the request metrics still come:
     they are what shows the outage (ServiceUnavailable answers).
@@ -147,12 +149,20 @@ class _StoreState:
     def collect(self) -> Iterator[GaugeMetricFamily]:
         tasks = self.services.tasks
         try:
-            depths = {queue: tasks.queue_depth(queue) for queue in _queues(self.services)}
+            queues = _queues(self.services)
+            depths = {queue: tasks.queue_depth(queue) for queue in queues}
+            ages = oldest_waiting_ages(tasks, queues, time.time())
             by_status = tasks.count_by_status()
         except redis.RedisError as exc:
             log.warning("metrics: Redis unreachable (%s); queue depth and tasks left out", type(exc).__name__)
             return
         yield _gauge("openpik_queue_depth", "Tasks waiting in each queue", "queue", depths)
+        yield _gauge(
+            "openpik_queue_oldest_task_age_seconds",
+            "How long the longest-waiting task of each queue has waited (0: none waits)",
+            "queue",
+            ages,
+        )
         yield _gauge(
             "openpik_tasks", "Task records in Redis by status (records live OPENPIK_RESULT_TTL_S)", "status", by_status
         )
@@ -162,7 +172,22 @@ def _queues(services: Services) -> list[str]:
     return sorted({queue_name(model.group) for model in services.catalog.main_models})
 
 
-def _gauge(name: str, documentation: str, label: str, values: dict[str, int]) -> GaugeMetricFamily:
+def oldest_waiting_ages(tasks: TaskStore, queues: list[str], now: float) -> dict[str, float]:
+    """Seconds each queue's oldest waiting task has waited, 0 for an empty queue.
+
+    The queue's waiting set (task_records.queued_key) is scored by enqueue time, so this is
+    one ZRANGEBYSCORE per queue, whatever the depth, and no Celery message is parsed. Entries
+    older than the record TTL are skipped: their records expired unstarted, so no worker will
+    ever run them, and they would otherwise pin the age forever.
+    """
+    with tasks.redis.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.zrangebyscore(queued_key(queue), now - tasks.ttl_s, "+inf", start=0, num=1, withscores=True)
+        oldest = pipe.execute()
+    return {queue: max(0.0, now - first[0][1]) if first else 0.0 for queue, first in zip(queues, oldest)}
+
+
+def _gauge(name: str, documentation: str, label: str, values: Mapping[str, float]) -> GaugeMetricFamily:
     gauge = GaugeMetricFamily(name, documentation, labels=[label])
     for key, value in values.items():
         gauge.add_metric([key], value)

@@ -1,5 +1,8 @@
 """API key stores: who may call the gateway, and with which PrivateKey (spec section 2, hardening).
 
+The gateway checks signatures with them; callback workers sign webhooks with the same
+PrivateKey, so the stores live in openpik/, which both sides import.
+
 A YAML file serves a single machine; Redis serves a cluster of gateways. Both are edited
 by the `openpik-keys` command while the gateway runs, so reads must see its changes.
 """
@@ -7,6 +10,7 @@ by the `openpik-keys` command while the gateway runs, so reads must see its chan
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import secrets
 import string
@@ -14,17 +18,36 @@ import tempfile
 import threading
 import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, cast
 
 import redis
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.typing import EncodableT
 
+from openpik.callbacks import normalized_url
+from openpik.redis_connection import Role
+from openpik.redis_connection import redis_client as connect_redis
 from openpik.settings import Settings
+
+
+class Bucket(StrEnum):
+    """Which bucket an action takes from (api.actions classifies every action)."""
+
+    GENERATE = "generate"
+    QUERY = "query"
+
+
+class RateLimit(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    per_s: float = Field(ge=0, allow_inf_nan=False, description="Requests per second on average; 0: unlimited")
+    burst: int = Field(ge=1, description="Requests allowed at once after a quiet spell")
+
 
 # Letters and digits only: url-safe, and never starting with "-", which a command line
 # would take for an option.
@@ -38,6 +61,36 @@ class ApiKey(BaseModel):
     private_key: str = Field(min_length=1)
     name: str
     enabled: bool = True
+    rate_limit_generate: RateLimit | None = None
+    """This key's own limit of generate actions; None: the settings' (OPENPIK_RATE_LIMIT_GENERATE_*)."""
+    rate_limit_query: RateLimit | None = None
+    """This key's own limit of queries and catalog actions; None: the settings'."""
+    callback_url_prefixes: list[str] = Field(default=[], exclude_if=lambda prefixes: not prefixes)
+    """The URLs this key's CallbackUrls may start with (normalized: openpik.callbacks); none: no callbacks."""
+
+    @field_validator("rate_limit_generate", "rate_limit_query", "callback_url_prefixes", mode="before")
+    @classmethod
+    def _from_json(cls, value: Any) -> Any:
+        """The Redis store keeps limits and prefixes as JSON text."""
+        return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("callback_url_prefixes")
+    @classmethod
+    def _normalized_prefixes(cls, prefixes: list[str]) -> list[str]:
+        """Compared in normalized form, so a hand-edited key file matches as the command writes it."""
+        return [normalized_url(prefix) for prefix in prefixes]
+
+    def rate_limit(self, bucket: Bucket) -> RateLimit | None:
+        limit: RateLimit | None = getattr(self, RATE_LIMIT_FIELDS[bucket])
+        return limit
+
+
+RATE_LIMIT_FIELDS = {Bucket.GENERATE: "rate_limit_generate", Bucket.QUERY: "rate_limit_query"}
+"""The ApiKey field holding each bucket's override."""
+
+
+Prefixes = list[str]
+"""URL prefixes, normalized (openpik.callbacks.normalized_url); named because KeyStore.list shadows list."""
 
 
 class KeyStoreError(Exception):
@@ -122,8 +175,12 @@ class KeyStore(ABC):
         """Store a new key atomically; raise DuplicateKeyError when its public key is taken."""
 
     @abstractmethod
+    def _modify(self, public_key: str, change: Callable[[ApiKey], ApiKey]) -> ApiKey:
+        """Replace an existing key by ``change`` of it, atomically (read and write under one lock or
+        transaction, so two commands never lose each other's change); UnknownKeyError when absent."""
+
     def _update(self, public_key: str, **changes: Any) -> ApiKey:
-        """Change fields of an existing key atomically; raise UnknownKeyError when absent."""
+        return self._modify(public_key, lambda key: key.model_copy(update=changes))
 
     def private_key(self, public_key: str) -> str | None:
         """What signature checks need: None for unknown and disabled keys alike."""
@@ -156,9 +213,40 @@ class KeyStore(ABC):
         """A new PrivateKey under the same PublicKey: the old one stops working at once."""
         return self._update(public_key, private_key=new_private_key())
 
+    def set_rate_limit(self, public_key: str, bucket: Bucket, limit: RateLimit | None) -> ApiKey:
+        """This key's own limit for one bucket (rate 0: unlimited); None goes back to the settings'."""
+        return self._update(public_key, **{RATE_LIMIT_FIELDS[bucket]: limit})
+
+    def callback_url_prefixes(self, public_key: str) -> Prefixes:
+        """Where the key's callbacks may go; none for unknown and disabled keys."""
+        key = self.get(public_key)
+        return key.callback_url_prefixes if key is not None and key.enabled else []
+
+    def allow_callback(self, public_key: str, prefix: str) -> ApiKey:
+        """Let the key's CallbackUrls start with ``prefix`` (CallbackUrlError when it is no http(s) URL)."""
+        prefix = normalized_url(prefix)
+        return self._modify(
+            public_key,
+            lambda key: key.model_copy(
+                update={"callback_url_prefixes": [*dict.fromkeys([*key.callback_url_prefixes, prefix])]}
+            ),
+        )
+
+    def deny_callback(self, public_key: str, prefix: str) -> ApiKey:
+        """Withdraw ``prefix``; tasks already accepted under it still get their callback."""
+        prefix = normalized_url(prefix)
+        return self._modify(
+            public_key,
+            lambda key: key.model_copy(
+                update={"callback_url_prefixes": [p for p in key.callback_url_prefixes if p != prefix]}
+            ),
+        )
+
 
 class FileKeyStore(KeyStore):
-    """Keys in a YAML list of {public_key, private_key, name, enabled}.
+    """Keys in a YAML list of {public_key, private_key, name, enabled}, and a key's own
+    rate limits where it has them (rate_limit_generate, rate_limit_query: {per_s, burst}) and
+    the URL prefixes its callbacks may use (callback_url_prefixes: [..]).
 
     Reads are cached and refreshed when the file changes, so a key created from the
     command line works without restarting the gateway. Writes replace the file
@@ -186,12 +274,12 @@ class FileKeyStore(KeyStore):
             keys[key.public_key] = key
             self._write(keys)
 
-    def _update(self, public_key: str, **changes: Any) -> ApiKey:
+    def _modify(self, public_key: str, change: Callable[[ApiKey], ApiKey]) -> ApiKey:
         with self._exclusive():
             keys = self._read()
             if public_key not in keys:
                 raise UnknownKeyError(public_key)
-            keys[public_key] = keys[public_key].model_copy(update=changes)
+            keys[public_key] = change(keys[public_key])
             self._write(keys)
             return keys[public_key]
 
@@ -249,7 +337,7 @@ class FileKeyStore(KeyStore):
 
         mkstemp creates the file readable by its owner only, which suits private keys.
         """
-        text = yaml.safe_dump([key.model_dump() for key in keys.values()], sort_keys=False)
+        text = yaml.safe_dump([_entry(key) for key in keys.values()], sort_keys=False)
         fd, temp_path = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as temp:
@@ -272,7 +360,8 @@ class FileKeyStore(KeyStore):
 
 
 class RedisKeyStore(KeyStore):
-    """One Redis hash per key, `<prefix><public_key>` -> {private_key, name, enabled}.
+    """One Redis hash per key, `<prefix><public_key>` -> {private_key, name, enabled}, plus a
+    key's own rate limits and callback_url_prefixes as JSON where it has them.
 
     Every gateway of a cluster reads the same hashes, so no cache is needed to see changes.
     """
@@ -305,21 +394,23 @@ class RedisKeyStore(KeyStore):
 
         self._redis.transaction(insert, name)
 
-    def _update(self, public_key: str, **changes: Any) -> ApiKey:
-        """WATCH/MULTI so a key is never recreated half-empty if it vanishes meanwhile."""
+    def _modify(self, public_key: str, change: Callable[[ApiKey], ApiKey]) -> ApiKey:
+        """WATCH/MULTI so a key is never recreated half-empty if it vanishes meanwhile, and a change
+        made by someone else meanwhile makes this one start over from the new key."""
         name = self._name(public_key)
 
-        def change(pipe: redis.client.Pipeline) -> ApiKey:
+        def replace(pipe: redis.client.Pipeline) -> ApiKey:
             fields = pipe.hgetall(name)
             if not fields:
                 raise UnknownKeyError(public_key)
-            key = self._from_hash(public_key, fields).model_copy(update=changes)
+            key = change(self._from_hash(public_key, fields))
             pipe.multi()
+            pipe.delete(name)  # so a field set to None (a cleared rate limit) goes too
             pipe.hset(name, mapping=_to_hash(key))
             return key
 
         # redis-py types the callable as returning None; value_from_callable returns its value
-        return cast(ApiKey, self._redis.transaction(change, name, value_from_callable=True))  # type: ignore[arg-type]
+        return cast(ApiKey, self._redis.transaction(replace, name, value_from_callable=True))  # type: ignore[arg-type]
 
     def _name(self, public_key: str) -> str:
         return self.prefix + public_key
@@ -332,9 +423,20 @@ class RedisKeyStore(KeyStore):
             raise KeyStoreError(f"Redis hash {self._name(public_key)} is not a valid key: {exc}") from exc
 
 
+def _entry(key: ApiKey) -> dict[str, Any]:
+    """A key file entry: rate limits and callback prefixes only where a key has them."""
+    return key.model_dump(mode="json", exclude_none=True)
+
+
 def _to_hash(key: ApiKey) -> dict[EncodableT, EncodableT]:
-    """Redis stores strings; "true"/"false" read back as bools through pydantic."""
-    return {"private_key": key.private_key, "name": key.name, "enabled": "true" if key.enabled else "false"}
+    """Redis stores strings; "true"/"false" read back as bools, and the JSON of limits and prefixes as
+    themselves, through pydantic. Limits and prefixes only where a key has them."""
+    optional: dict[EncodableT, EncodableT] = {
+        field: limit.model_dump_json() for field in RATE_LIMIT_FIELDS.values() if (limit := getattr(key, field))
+    }
+    if key.callback_url_prefixes:
+        optional["callback_url_prefixes"] = json.dumps(key.callback_url_prefixes)
+    return {"private_key": key.private_key, "name": key.name, "enabled": "true" if key.enabled else "false"} | optional
 
 
 def _text(value: str | bytes) -> str:
@@ -350,7 +452,7 @@ def _glob_escape(text: str) -> str:
 def key_store_from_settings(settings: Settings, redis_client: redis.Redis | None = None) -> KeyStore:
     """The store named by OPENPIK_KEY_STORE; redis_client lets the gateway share its connection pool."""
     if settings.key_store == "redis":
-        client = redis_client or redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        client = redis_client or connect_redis(settings, Role.TOOL, decode_responses=True)
         return RedisKeyStore(client)
     if settings.keys_file is None:
         raise KeyStoreError("OPENPIK_KEYS_FILE must name the key file when OPENPIK_KEY_STORE is 'file'")

@@ -21,6 +21,14 @@ def queue_name(group: str) -> str:
 
 DEFAULT_QUEUE = queue_name(DEFAULT_GROUP)
 
+CALLBACK_TASK = "openpik.deliver_callback"
+"""The Celery task that POSTs an ended task's webhook (worker/callbacks.py)."""
+CALLBACK_QUEUE = f"{QUEUE_PREFIX}callbacks"
+"""Webhook deliveries wait here, apart from the model groups' queues: a dedicated callback worker
+(`openpik-worker --queues openpik.callbacks`) takes them off the GPU workers' hands."""
+DEFAULT_WORKER_QUEUES = (DEFAULT_QUEUE, CALLBACK_QUEUE)
+"""What a worker started without --queues serves, so one node needs nothing more."""
+
 RESULTS_PATH = "/results"
 """The gateway serves a task's images under RESULTS_PATH/<TaskUID>/<n>.png."""
 

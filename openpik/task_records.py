@@ -12,12 +12,15 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import redis
+import redis.asyncio
 from redis.typing import EncodableT
 
-from openpik.vocabulary import TaskStatus
+from openpik.redis_connection import require_replicas
+from openpik.vocabulary import CANCELLED_ERROR_CODE, CANCELLED_MESSAGE, ENDED_STATUSES, TaskStatus
 
 PREFIX = "openpik:"
 TASK_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuv"  # lowercase base32, as PICPIK's ids
@@ -52,6 +55,26 @@ def idempotency_key(owner: str, request_uuid: str) -> str:
     return f"{PREFIX}idempotency:{owner}:{request_uuid}"
 
 
+def rate_limit_key(owner: str, bucket: str) -> str:
+    """One key's token bucket for one kind of action (api.rate_limit): a hash {tokens, at}."""
+    return f"{PREFIX}rate:{bucket}:{owner}"
+
+
+ALREADY_ENDED = 0
+"""TaskStore.mark_started's answer for a task that ended before it started: skip it."""
+
+
+class CancelOutcome(StrEnum):
+    """What CancelTask did to a task (TaskStore.cancel)."""
+
+    CANCELLED = "cancelled"
+    """It was queued: it ended now, as Error 1004."""
+    REQUESTED = "requested"
+    """It is running: its worker stops it at its next denoising step."""
+    UNCHANGED = "unchanged"
+    """It had already ended."""
+
+
 STATUS_BUCKETS = 48
 """Task counts by status are kept per slice of creation time, TTL / STATUS_BUCKETS wide."""
 
@@ -82,6 +105,13 @@ class TaskRecord:
     note: str = ""
     """Something the client should know about how the task ran (e.g. a prompt left untranslated)."""
     worker: str = ""
+    cancel_requested: float = 0.0
+    """When CancelTask asked this task to stop while it ran (time.time()); 0: never. The worker
+    checks it at every denoising step."""
+    callback_url: str = ""
+    """Where the task's webhook goes when it ends (CallbackUrl, checked against the key's prefixes); "": none."""
+    callback_status: str = ""
+    """pending, delivered or failed (openpik.callbacks.CallbackStatus); "" when the task has no callback_url."""
 
     def to_hash(self) -> dict[EncodableT, EncodableT]:
         return {name: _encode(getattr(self, name)) for name in self.__dataclass_fields__}
@@ -106,6 +136,9 @@ class TaskRecord:
             finished_at=float(values["finished_at"]),
             note=values.get("note", ""),
             worker=values.get("worker", ""),
+            cancel_requested=float(values.get("cancel_requested", 0)),
+            callback_url=values.get("callback_url", ""),
+            callback_status=values.get("callback_status", ""),
         )
 
 
@@ -124,27 +157,53 @@ def _flat(fields: Mapping[str, object]) -> list[str]:
 
 
 class TaskStore:
-    def __init__(self, client: redis.Redis, ttl_s: int):
+    def __init__(self, client: redis.Redis, ttl_s: int, wait_replicas: int = 0, wait_timeout_ms: int = 0):
         self.redis = client
         self.ttl_s = ttl_s
         self.bucket_s = max(1, ttl_s // STATUS_BUCKETS)
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
 
     def create(self, record: TaskRecord, images: dict[str, bytes]) -> None:
-        """Write the record and its input images in one transaction, all with the TTL."""
+        """Write the record and its input images at once (one script), all with the TTL.
+
+        With ``wait_replicas``, a WAIT follows on the same connection (one pipeline): returns
+        only once that many replicas hold the record, else raises NotReplicated. A pipeline
+        retried after a dropped connection runs the script again (it counts a record once)
+        and the WAIT after it, so the WAIT always covers the write it follows.
+        """
         record.created_at = record.created_at or time.time()
-        counts = status_counts_key(self._bucket(record.created_at))
-        with self.redis.pipeline(transaction=True) as pipe:
-            # The record names its counters, so workers move the count whatever their settings.
-            pipe.hset(record_key(record.task_id), mapping={**record.to_hash(), "status_counts": counts})
-            pipe.expire(record_key(record.task_id), self.ttl_s)
-            for name, data in images.items():
-                pipe.set(image_key(record.task_id, name), data, ex=self.ttl_s)
-            pipe.zadd(queued_key(record.queue), {record.task_id: record.created_at})
-            pipe.zadd(owner_queued_key(record.owner), {record.task_id: record.created_at})
-            pipe.hincrby(counts, record.status.value, 1)
-            # The slice outlives the last record it counts, so transitions never recreate it.
-            pipe.expireat(counts, (self._bucket(record.created_at) + 2) * self.bucket_s + self.ttl_s)
-            pipe.execute()
+        bucket = self._bucket(record.created_at)
+        counts = status_counts_key(bucket)
+        keys = [record_key(record.task_id), counts, queued_key(record.queue), owner_queued_key(record.owner)]
+        # The record names its counters, so workers move the count whatever their settings.
+        fields: dict[EncodableT, EncodableT] = {**record.to_hash(), "status_counts": counts}
+        items = [item for pair in fields.items() for item in pair]
+        # The slice outlives the last record it counts, so transitions never recreate it.
+        counts_until = (bucket + 2) * self.bucket_s + self.ttl_s
+        header: list[EncodableT] = [
+            self.ttl_s,
+            record.created_at,
+            record.task_id,
+            record.status.value,
+            counts_until,
+            len(items),
+        ]
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.eval(
+                _CREATE,
+                len(keys) + len(images),
+                *keys,
+                *[image_key(record.task_id, name) for name in images],
+                *header,
+                *items,
+                *images.values(),
+            )
+            if self.wait_replicas:
+                pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+            replies = pipe.execute()
+        if self.wait_replicas:
+            require_replicas(replies[-1], self.wait_replicas, self.wait_timeout_ms)
 
     def delete(self, record: TaskRecord, image_names: list[str]) -> None:
         keys = [record_key(record.task_id)] + [image_key(record.task_id, n) for n in image_names]
@@ -229,7 +288,12 @@ class TaskStore:
         self.redis.eval(_UPDATE_IF_EXISTS, 1, record_key(task_id), *_flat(fields))
 
     def mark_started(self, task_id: str, queue: str, worker: str) -> int | None:
-        """Running, attempt counted, out of the queue; the attempt number, None if the record expired."""
+        """Running, attempt counted, out of the queue; the attempt number, None if the record expired.
+
+        ALREADY_ENDED when the task ended before it started (cancelled while it waited, or a
+        message delivered again after its task ended): the record, not the queue, decides,
+        so a worker that receives such a message skips it and changes nothing.
+        """
         attempts = self.redis.eval(
             _START_IF_EXISTS,
             2,
@@ -240,8 +304,37 @@ class TaskStore:
             time.time(),
             worker,
             owner_queued_key(""),
+            *sorted(ENDED_STATUSES),
         )
         return None if attempts is None else int(attempts)
+
+    def cancel(self, record: TaskRecord) -> tuple[CancelOutcome, TaskRecord] | None:
+        """CancelTask, in one script: a queued task ends at once as Error 1004 (out of the
+        waiting sets, its status counted as Error); a running one is asked to stop
+        (``cancel_requested``, which its worker checks at every step); an ended one is left
+        as it is. What happened and the record after it; None if the record expired."""
+        reply = self.redis.eval(
+            _CANCEL,
+            3,
+            record_key(record.task_id),
+            queued_key(record.queue),
+            owner_queued_key(record.owner),
+            record.task_id,
+            time.time(),
+            TaskStatus.QUEUING.value,
+            TaskStatus.RUNNING.value,
+            TaskStatus.ERROR.value,
+            CANCELLED_ERROR_CODE,
+            CANCELLED_MESSAGE,
+        )
+        if not reply:
+            return None
+        outcome, fields = reply
+        return CancelOutcome(_text(outcome)), TaskRecord.from_hash(dict(zip(fields[::2], fields[1::2])))
+
+    def cancel_requested(self, task_id: str) -> bool:
+        """Whether CancelTask asked this running task to stop (one HGET: cheap enough per step)."""
+        return float(self.redis.hget(record_key(task_id), "cancel_requested") or 0) > 0
 
     def finish(self, task_id: str, results: list[str], seeds: list[int]) -> None:
         """Finished, with the names its images were stored under (never URLs) and their seeds."""
@@ -250,9 +343,35 @@ class TaskStore:
     def fail(self, task_id: str, code: int, message: str) -> None:
         self._end(task_id, TaskStatus.ERROR, error_code=code, error_message=message, finished_at=time.time())
 
+    def claim_callback(self, task_id: str) -> bool:
+        """True once per record, for the first caller after the task ended, when it has a callback_url:
+        that caller queues the delivery, so however many end paths report the end, one webhook goes."""
+        return bool(self.redis.eval(_CLAIM_CALLBACK, 1, record_key(task_id)))
+
     def _end(self, task_id: str, status: TaskStatus, **fields: Any) -> None:
         """Like update, and the status counters move with the status in the same script."""
         self.redis.eval(_END_IF_EXISTS, 1, record_key(task_id), status.value, *_flat(fields))
+
+
+class TaskWatch:
+    """Reads of one task's record on an asyncio client, for the gateway's event streams (api/events).
+
+    A stream waits on the event loop between reads, so a gateway holds many of them without a
+    thread each; each read is one round trip (one script), whatever the task's state.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis):
+        self.redis = client
+
+    async def read(self, task_id: str) -> tuple[TaskRecord, int | None] | None:
+        """The record and, while it waits, its queue position (1 = next); None once the record is gone."""
+        reply = await self.redis.eval(_READ_WITH_POSITION, 1, record_key(task_id), queued_key(""), task_id)
+        if not reply:
+            return None
+        fields, rank = reply
+        record = TaskRecord.from_hash(dict(zip(fields[::2], fields[1::2])))
+        waiting = record.status == TaskStatus.QUEUING and isinstance(rank, int)
+        return record, rank + 1 if waiting else None
 
 
 # Moves the record's count from its old status to `new` in the counters the record names
@@ -266,11 +385,33 @@ local function move_status(record, new)
 end
 """
 
-# The task leaves both waiting sets (its queue's and its owner's) as it starts.
+# KEYS: the record, its status counters, its queue's and its owner's waiting sets, then its
+# images. ARGV: TTL, created_at, task id, status, the counters' expiry, the number of record
+# field/value items, those items, then the images' bytes. Counted only when new: a retry of
+# the same write must not count it twice.
+_CREATE = """
+local ttl, created, task, status, counts_until, items = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HINCRBY', KEYS[2], status, 1)
+  redis.call('EXPIREAT', KEYS[2], counts_until)
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7, 6 + items))
+redis.call('EXPIRE', KEYS[1], ttl)
+for i = 5, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[6 + items + i - 4], 'EX', ttl)
+end
+redis.call('ZADD', KEYS[3], created, task)
+redis.call('ZADD', KEYS[4], created, task)
+"""
+
+# The task leaves both waiting sets (its queue's and its owner's) as it starts. A task in an
+# ended status (ARGV[6], ARGV[7]) does not start again: 0 (ALREADY_ENDED), nothing changed.
 _START_IF_EXISTS = (
     _MOVE_STATUS
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == ARGV[6] or status == ARGV[7] then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', ARGV[5] .. redis.call('HGET', KEYS[1], 'owner'), ARGV[1])
 move_status(KEYS[1], ARGV[2])
@@ -289,6 +430,29 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 2))
 """
 )
 
+# CancelTask. KEYS: the record, its queue's and its owner's waiting sets. ARGV: task id, now,
+# Queuing, Running, Error, the cancelled error code and message. Returns {outcome, HGETALL}.
+_CANCEL = (
+    _MOVE_STATUS
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+local status = redis.call('HGET', KEYS[1], 'status')
+local outcome = 'unchanged'
+if status == ARGV[3] then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  move_status(KEYS[1], ARGV[5])
+  redis.call('HSET', KEYS[1], 'status', ARGV[5], 'error_code', ARGV[6], 'error_message', ARGV[7],
+    'finished_at', ARGV[2], 'cancel_requested', ARGV[2])
+  outcome = 'cancelled'
+elseif status == ARGV[4] then
+  redis.call('HSET', KEYS[1], 'cancel_requested', ARGV[2])
+  outcome = 'requested'
+end
+return {outcome, redis.call('HGETALL', KEYS[1])}
+"""
+)
+
 # KEYS[1]: the claim; ARGV: task id, fingerprint, window. The earlier task id when the claim
 # holds the same fingerprint; otherwise the claim becomes this task's and nothing is returned.
 _RETRY_OF = """
@@ -301,9 +465,24 @@ redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[3])
 return false
 """
 
+# A record with a callback_url is claimed once (the callback_claimed field), never an expired one.
+_CLAIM_CALLBACK = """
+local url = redis.call('HGET', KEYS[1], 'callback_url')
+if not url or url == '' then return 0 end
+return redis.call('HSETNX', KEYS[1], 'callback_claimed', 1)
+"""
+
 # HSET only when the record still exists: a late worker must not resurrect an expired task.
 _UPDATE_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], unpack(ARGV))
 end
+"""
+
+# KEYS[1]: a record; ARGV: the queues' waiting-set key prefix (queued_key("")), the task id.
+# The record's fields and its rank in its queue's waiting set (nil when not waiting), read together.
+_READ_WITH_POSITION = """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then return nil end
+return {fields, redis.call('ZRANK', ARGV[1] .. redis.call('HGET', KEYS[1], 'queue'), ARGV[2])}
 """

@@ -73,6 +73,12 @@ class TaskStatus(StrEnum):
 ENDED_STATUSES = frozenset({TaskStatus.FINISHED, TaskStatus.ERROR})
 """A task in one of these never changes again."""
 
+CANCELLED_ERROR_CODE = 1004
+"""The TaskErrorCode of a cancelled task (spec section 8). Declared here, not only in
+worker/errors.py's table, because both sides write it: the gateway ends a queued task with
+it (CancelTask), the worker a running one."""
+CANCELLED_MESSAGE = "the task was cancelled (CancelTask)"
+
 # --- preprocessors -------------------------------------------------------------------------
 
 DETECTOR_PARAMS: dict[str, tuple[str, ...]] = {

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from api.keys import FileKeyStore
+from openpik.keys import FileKeyStore
 
 REPO = Path(__file__).resolve().parent.parent
 VAR = REPO / "var"

@@ -98,3 +98,32 @@ def control_image():
     draw.ellipse((30, 30, 60, 60), fill="white")
     draw.line((0, 63, 63, 0), fill="white", width=2)
     return image
+
+
+@pytest.fixture(scope="session")
+def images(control_image, reference_image):
+    """Input images under the names the engine tests' Jobs use: control maps and a reference."""
+    from PIL import Image
+
+    return {
+        "ctl": control_image,
+        "ctl2": control_image.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        "ref": reference_image,
+    }
+
+
+@pytest.fixture
+def keys_redis():
+    """The shared test Redis's key-store database: test_keys.py and test_webhooks.py keep
+    their keys under public keys of their own (uuid) and delete only those."""
+    import redis
+
+    from tests.stack import RedisDb, open_redis
+
+    client = open_redis(RedisDb.KEYS, decode_responses=True)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    yield client
+    client.close()

@@ -37,6 +37,8 @@ class RedisDb(enum.IntEnum):
     is left to `make run`. A new suite or benchmark takes a number of its own here.
     """
 
+    AUTOSCALE = 1  # tests/test_autoscale_metrics.py: queue depth and oldest-task age gauges
+    RATE_LIMITS = 2  # tests/test_rate_limits.py: per-key token buckets, the key stores' overrides
     DROP_IN = 3  # tests/test_drop_in.py: realistic client bodies, the catalog round trip
     COMPILE = 4  # tests/test_compile.py: a compiled worker
     METRICS = 5  # tests/test_metrics_and_logs.py
@@ -287,11 +289,23 @@ class Worker:
 
 
 class RedisServer:
-    """A redis-server of our own, with the shipped durability settings (AOF, fsync always)."""
+    """A redis-server of our own, with the shipped durability settings (AOF, fsync always).
 
-    def __init__(self, data_dir: Path, port: int | None = None):
+    ``config`` and ``args`` make it another kind: a replica (``--replicaof``), a Sentinel
+    (a writable copy of configs/sentinel/sentinel.conf and ``--sentinel``).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        config: Path = REPO / "configs" / "redis.conf",
+        args: tuple[str, ...] = (),
+    ):
         self.port = port or free_port()
         self.dir = data_dir
+        self.config = config
+        self.args = args
         self.process: subprocess.Popen | None = None
 
     @property
@@ -303,7 +317,8 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 "redis-server",
-                str(REPO / "configs" / "redis.conf"),
+                str(self.config),
+                *self.args,
                 "--port",
                 str(self.port),
                 "--bind",

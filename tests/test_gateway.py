@@ -390,6 +390,7 @@ def test_openapi_describes_every_action_body(gateway):
         "GetGenerateTaskDetail",
         "ListGenerateTaskDetail",
         "ListTasksDetails",
+        "CancelTask",
         "ListModels",
         "ListControlNets",
         "ListControlNetProcessor",

@@ -13,11 +13,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-import redis
 import yaml
 
 from api.errors import SignatureMismatch
-from api.keys import (
+from api.keys_cli import main as keys_cli
+from api.signature import verify
+from openpik.keys import (
     DuplicateKeyError,
     FileKeyStore,
     InvalidKeyError,
@@ -26,8 +27,6 @@ from api.keys import (
     UnknownKeyError,
     key_store_from_settings,
 )
-from api.keys_cli import main as keys_cli
-from api.signature import verify
 from openpik.settings import Settings
 from openpik.signing import sign
 from tests.requests import txt2img
@@ -54,23 +53,12 @@ BAD_KEY_TEXT = [
 
 
 @pytest.fixture
-def redis_client():
-    client = open_redis(RedisDb.KEYS, decode_responses=True)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip("no Redis on 127.0.0.1:6379")
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def redis_prefix(redis_client):
+def redis_prefix(keys_redis):
     """A prefix of our own, so cleanup never touches keys of other tests sharing the DB."""
     prefix = f"openpik-test-keys:{uuid.uuid4().hex}:"
     yield prefix
-    for name in redis_client.scan_iter(match=prefix + "*"):
-        redis_client.delete(name)
+    for name in keys_redis.scan_iter(match=prefix + "*"):
+        keys_redis.delete(name)
 
 
 @pytest.fixture
@@ -83,7 +71,7 @@ def make_store(request, keys_file):
     """A factory: calling it twice gives two stores over the same data, like two processes."""
     if request.param == "file":
         return lambda: FileKeyStore(keys_file)
-    client = request.getfixturevalue("redis_client")
+    client = request.getfixturevalue("keys_redis")
     prefix = request.getfixturevalue("redis_prefix")
     return lambda: RedisKeyStore(client, prefix=prefix)
 
@@ -154,7 +142,7 @@ def test_another_instance_sees_changes(make_store):
 def test_import_keeps_the_pair(make_store):
     store = make_store()
     key = store.import_key(PICPIK_PUBLIC, PICPIK_PRIVATE, "picpik-customer")
-    assert key.model_dump() == {
+    assert key.model_dump(exclude_none=True) == {
         "public_key": PICPIK_PUBLIC,
         "private_key": PICPIK_PRIVATE,
         "name": "picpik-customer",
@@ -244,8 +232,8 @@ def test_imported_key_signs_at_once(make_store):
         verify(forged, **check)
 
 
-def test_redis_store_accepts_a_bytes_client(redis_client, redis_prefix):
-    key = RedisKeyStore(redis_client, prefix=redis_prefix).create("alice")
+def test_redis_store_accepts_a_bytes_client(keys_redis, redis_prefix):
+    key = RedisKeyStore(keys_redis, prefix=redis_prefix).create("alice")
     raw_client = open_redis(RedisDb.KEYS)
     try:
         assert RedisKeyStore(raw_client, prefix=redis_prefix).list() == [key]
@@ -255,8 +243,8 @@ def test_redis_store_accepts_a_bytes_client(redis_client, redis_prefix):
 
 def test_file_format_and_permissions(keys_file):
     key = FileKeyStore(keys_file).create("alice")
-    assert yaml.safe_load(keys_file.read_text()) == [key.model_dump()]
-    assert set(key.model_dump()) == {"public_key", "private_key", "name", "enabled"}
+    assert yaml.safe_load(keys_file.read_text()) == [key.model_dump(exclude_none=True)]
+    assert set(key.model_dump(exclude_none=True)) == {"public_key", "private_key", "name", "enabled"}
     assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
 
 
@@ -356,7 +344,7 @@ def cli_store(request, keys_file):
     if request.param == "file":
         yield ["--store", "file", "--keys-file", str(keys_file)], FileKeyStore(keys_file), PICPIK_PUBLIC
         return
-    client = request.getfixturevalue("redis_client")
+    client = request.getfixturevalue("keys_redis")
     store = RedisKeyStore(client)
     public_key = f"{PICPIK_PUBLIC}-{uuid.uuid4().hex}"
     yield ["--store", "redis", "--redis-url", redis_url(RedisDb.KEYS)], store, public_key
@@ -432,16 +420,16 @@ def test_cli_import_mask_hides_more_than_it_shows(keys_file, capsys, private_key
     assert capsys.readouterr().out.splitlines()[-1] == f"PrivateKey: {shown}"
 
 
-def test_store_from_settings(keys_file, redis_client):
+def test_store_from_settings(keys_file, keys_redis):
     file_store = key_store_from_settings(Settings(key_store="file", keys_file=keys_file))
     assert isinstance(file_store, FileKeyStore) and file_store.path == keys_file
-    redis_store = key_store_from_settings(Settings(key_store="redis"), redis_client=redis_client)
+    redis_store = key_store_from_settings(Settings(key_store="redis"), redis_client=keys_redis)
     assert isinstance(redis_store, RedisKeyStore)
     with pytest.raises(KeyStoreError, match="OPENPIK_KEYS_FILE"):
         key_store_from_settings(Settings(key_store="file", keys_file=None))
 
 
 def test_gateway_modules_do_not_import_torch():
-    code = "import sys, api.signature, api.keys, api.keys_cli; sys.exit('torch' in sys.modules)"
+    code = "import sys, api.signature, openpik.keys, api.keys_cli; sys.exit('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr or "torch was imported"

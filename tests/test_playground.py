@@ -201,6 +201,52 @@ def test_img2img_with_a_custom_controlnet_unit_from_the_page(page, live_stack, r
     assert stored.exists(image_key(task, "init"), image_key(task, "control1")) == 2  # the unit's image was sent
 
 
+# Every value the page gives its <progress> bar, in order, into window.progressSeen.
+RECORD_PROGRESS = """
+const bar = document.getElementById("progress");
+window.progressSeen = [];
+new MutationObserver((records) => {
+  for (const record of records) window.progressSeen.push(Number(record.oldValue));
+  window.progressNow = Number(bar.getAttribute("value"));
+}).observe(bar, { attributes: true, attributeFilter: ["value"], attributeOldValue: true });
+"""
+STATUS_QUERIES = ("GetGenerateTaskDetail", "ListGenerateTaskDetail", "ListTasksDetails")
+
+
+def test_the_page_shows_progress_from_the_event_stream_without_polling(page, live_stack):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    connect(page)
+    Select(page.find_element(By.ID, "model")).select_by_value("1")
+    for field, value in {"steps": 30, "width": 64, "height": 64, "seed": 3}.items():
+        set_value(page, field, value)
+    page.execute_script(RECORD_PROGRESS)
+    queries = status_queries_answered(live_stack)
+    page.find_element(By.ID, "submit").click()
+    WebDriverWait(page, 180).until(lambda d: finished_image(d))
+
+    seen = page.execute_script("return [...window.progressSeen, window.progressNow]")
+    assert seen == sorted(seen) and seen[-1] == 100 and any(0 < v < 100 for v in seen), seen
+    assert page.find_element(By.ID, "status").text.endswith("Finished 100%")
+    assert status_queries_answered(live_stack) == queries  # no polling: the progress came from the stream
+    streams = page.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name).filter((n) => n.includes('/events?'))"
+    )
+    assert len(streams) == 1 and "Action=TaskEvents" in streams[0] and "Timestamp=" in streams[0]
+    assert not [entry for entry in page.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def status_queries_answered(gateway) -> float:
+    """How many task queries (any RetCode) the gateway has answered, from its own metrics."""
+    lines = httpx.get(f"{gateway.url}/metrics", timeout=10).text.splitlines()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("openpik_requests_total{") and any(f'action="{a}"' in line for a in STATUS_QUERIES)
+    )
+
+
 def test_a_wrong_private_key_shows_the_retcode(page):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from openpik.routing import DEFAULT_QUEUE
+from openpik.redis_connection import broker
+from openpik.routing import CALLBACK_QUEUE, DEFAULT_QUEUE
 from openpik.settings import get_settings
 
 
@@ -29,7 +30,8 @@ def transport_options(visibility_timeout_s: int) -> dict:
 
 def make_app() -> Celery:
     settings = get_settings()
-    app = Celery("openpik", broker=settings.redis_url, include=["worker.tasks"])
+    broker_url, broker_options = broker(settings)
+    app = Celery("openpik", broker=broker_url, include=["worker.tasks", "worker.callbacks"])
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -39,7 +41,7 @@ def make_app() -> Celery:
         task_soft_time_limit=settings.soft_time_limit_s,
         task_time_limit=settings.hard_time_limit_s,
         worker_proc_alive_timeout=settings.hard_time_limit_s,  # a compiled worker's child warms up first
-        broker_transport_options=transport_options(settings.visibility_timeout_s),
+        broker_transport_options=transport_options(settings.visibility_timeout_s) | broker_options,
         broker_connection_retry_on_startup=True,
         task_ignore_result=True,
         task_default_queue=DEFAULT_QUEUE,
@@ -48,6 +50,12 @@ def make_app() -> Celery:
         worker_hijack_root_logger=False,
     )
     return app
+
+
+def serves_only_callbacks(celery: Celery) -> bool:
+    """Whether this worker was started for the callbacks queue alone (`--queues openpik.callbacks`):
+    it then loads no model, not even to warm up. Known in the pool's children too (they are forked)."""
+    return set(celery.amqp.queues.consume_from) == {CALLBACK_QUEUE}
 
 
 app = make_app()

@@ -1,8 +1,11 @@
 """`openpik-worker`: one Celery worker for one GPU, with OpenPik's settings.
 
 Start one per GPU (`--gpu N` makes only that device visible) and give each node the queues
-of the model groups it holds (`--queues openpik.default,openpik.anime`). Each serves its
-Prometheus metrics on `--metrics-port` and logs task state changes as JSON lines.
+of the model groups it holds (`--queues openpik.default,openpik.anime`). Without --queues a
+worker serves openpik.default and the webhooks' openpik.callbacks, so one node needs nothing
+more; a cluster can leave callbacks to workers of their own (`--queues openpik.callbacks`: no
+GPU, no model loaded). Each serves its Prometheus metrics on `--metrics-port` and logs task
+state changes as JSON lines.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import socket
 import tempfile
 
 from openpik.logs import configure_json_logging
-from openpik.routing import DEFAULT_QUEUE
+from openpik.routing import DEFAULT_WORKER_QUEUES
 from openpik.settings import get_settings
 from worker.allocator import keep_freed_memory
 
@@ -23,7 +26,10 @@ from worker.allocator import keep_freed_memory
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="openpik-worker", description=__doc__)
     parser.add_argument(
-        "--queues", default=DEFAULT_QUEUE, help="comma-separated queues: openpik.<group> per catalog model group"
+        "--queues",
+        default=",".join(DEFAULT_WORKER_QUEUES),
+        help="comma-separated queues: openpik.<group> per catalog model group, openpik.callbacks for webhooks"
+        " (default: %(default)s)",
     )
     parser.add_argument("--gpu", type=int, help="the one GPU this worker uses (sets CUDA_VISIBLE_DEVICES)")
     parser.add_argument("--name", help="worker name (default: openpik-<gpu>@<host>)")

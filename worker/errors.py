@@ -2,8 +2,11 @@
 
     code  type                 raised where
     1001  ModelLoadError       a catalog or annotator file is missing or unreadable (pipeline_cache, controlnet, engine)
-    1002  GpuOutOfMemoryError  CUDA out of memory, mapped from torch's error (task_error)
+    1002  GpuOutOfMemoryError  CUDA out of memory again after one retry with half the micro-batch (oom),
+                               or mapped from torch's error (task_error)
     1003  TimeLimitError       past the soft or hard time limit, mapped from billiard's errors (task_error)
+    1004  TaskCancelledError   CancelTask asked a running task to stop (tasks: its progress hook); the
+                               gateway ends a queued one itself (openpik.vocabulary.CANCELLED_ERROR_CODE)
     1005  InvalidInputError    an input image expired or unreadable, or one a preprocessor cannot read (tasks, engine)
     1099  WorkerLostError      the task stopped its worker OPENPIK_MAX_ATTEMPTS times (tasks)
     1099  InternalTaskError    anything else: ours, logged with its traceback (task_error)
@@ -15,6 +18,8 @@ comes from this table.
 from __future__ import annotations
 
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+
+from openpik.vocabulary import CANCELLED_ERROR_CODE, CANCELLED_MESSAGE
 
 
 class TaskError(Exception):
@@ -33,6 +38,13 @@ class GpuOutOfMemoryError(TaskError):
 
 class TimeLimitError(TaskError):
     code = 1003
+
+
+class TaskCancelledError(TaskError):
+    code = CANCELLED_ERROR_CODE
+
+    def __init__(self, message: str = CANCELLED_MESSAGE):
+        super().__init__(message)
 
 
 class InvalidInputError(TaskError):

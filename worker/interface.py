@@ -14,7 +14,9 @@ from openpik.job import Job
 from openpik.vocabulary import RANDOM_SEED_MAX
 
 ProgressHook = Callable[[int, int], None]
-"""Called after each denoising step with (steps done, steps in this run)."""
+"""Called after each denoising step with (steps done, steps in this run). It may raise to stop
+the run there (a cancelled task: worker.errors.TaskCancelledError); an engine lets that error
+through unchanged and decodes nothing more."""
 
 
 @dataclass(frozen=True)

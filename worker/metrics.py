@@ -39,8 +39,17 @@ GPU_MEMORY = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+CALLBACKS = Counter(
+    "openpik_callbacks_total",
+    "Webhook attempts by outcome: delivered, retried (an attempt failed; another follows), failed (gave up)",
+    ["outcome"],
+)
+CALLBACK_OUTCOMES = ("delivered", "retried", "failed")
+
 for _status in ENDED_STATUSES:  # both series exist from the start, so rates and alerts see a zero, not nothing
     TASKS.labels(_status.value)
+for _outcome in CALLBACK_OUTCOMES:
+    CALLBACKS.labels(_outcome)
 
 # The model cache's cumulative CacheStats field -> the counter it feeds.
 CACHE_COUNTERS = (
@@ -88,6 +97,11 @@ def task_changed(record: TaskRecord | None) -> None:
     if ran is not None:
         TASKS.labels(record.status.value).inc()
         TASK_DURATION.observe(ran)
+
+
+def callback_attempted(outcome: str) -> None:
+    """After a webhook attempt (worker/callbacks.py): one of CALLBACK_OUTCOMES."""
+    CALLBACKS.labels(outcome).inc()
 
 
 def engine_used(engine) -> None:

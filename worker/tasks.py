@@ -15,26 +15,27 @@ from functools import cache
 from celery import Task
 from celery.signals import worker_process_init
 
+from openpik.callbacks import notify_task_ended
 from openpik.images import open_stored_image
 from openpik.job import Job
+from openpik.redis_connection import Role, redis_client
 from openpik.results import ResultStore, result_store_from_settings
 from openpik.routing import DEFAULT_QUEUE, GENERATE_TASK, result_name
 from openpik.settings import get_settings
-from openpik.task_records import TaskStore
+from openpik.task_records import ALREADY_ENDED, TaskStore
 from worker import metrics
-from worker.celery_app import app
-from worker.errors import InvalidInputError, TaskError, WorkerLostError, task_error
+from worker.celery_app import app, serves_only_callbacks
+from worker.errors import InvalidInputError, TaskCancelledError, TaskError, WorkerLostError, task_error
 from worker.interface import ImageEngine
+from worker.oom import free_cuda_cache, release_gpu_memory, run_with_oom_retry
 
 log = logging.getLogger("openpik.worker")
 
 
 @cache
 def task_store() -> TaskStore:
-    import redis
-
     settings = get_settings()
-    return TaskStore(redis.Redis.from_url(settings.redis_url, socket_timeout=10), settings.result_ttl_s)
+    return TaskStore(redis_client(settings, Role.WORKER), settings.result_ttl_s)
 
 
 @cache
@@ -64,7 +65,7 @@ def warm_up_compiled_models(**_) -> None:
     A failed warm-up is logged, not fatal: the first tasks then compile what they need.
     """
     settings = get_settings()
-    if not settings.compile or settings.engine == "stub":
+    if not settings.compile or settings.engine == "stub" or serves_only_callbacks(app):
         return
     from models_registry.catalog import load_catalog
     from worker.warmup import warmup_requests
@@ -86,6 +87,7 @@ class GenerateTask(Task):
         error = task_error(exc)
         task_store().fail(task_id, error.code, str(error))
         metrics.task_changed(task_store().get(task_id))
+        notify_task_ended(task_store(), app, task_id)
 
 
 @app.task(name=GENERATE_TASK, base=GenerateTask, bind=True)
@@ -102,19 +104,27 @@ def run_job(job: Job, queue: str, worker: str) -> None:
     if attempt is None:
         log.warning("task %s expired before it ran", job.task_id)
         return
+    if attempt == ALREADY_ENDED:
+        log.info("task %s skipped: it had already ended (cancelled while queued, or delivered again)", job.task_id)
+        return
     metrics.task_changed(tasks.get(job.task_id))
+    failed = False
     try:
         if attempt > settings.max_attempts:
             raise WorkerLostError(f"the task stopped its worker {attempt - 1} times; not retried")
         names, seeds = _generate(job, tasks)
     except Exception as exc:
+        failed = True
         error = task_error(exc)
         if not isinstance(exc, TaskError):  # raised under us: the operator needs the traceback
             log.exception("task %s failed", job.task_id)
         tasks.fail(job.task_id, error.code, str(error))
     else:
         tasks.finish(job.task_id, names, seeds)
+    if failed:  # out of the except block: the error's frames, and the tensors they held, are gone
+        free_cuda_cache()
     metrics.task_changed(tasks.get(job.task_id))
+    notify_task_ended(tasks, app, job.task_id)
 
 
 def _generate(job: Job, tasks: TaskStore) -> tuple[list[str], list[int]]:
@@ -125,7 +135,8 @@ def _generate(job: Job, tasks: TaskStore) -> tuple[list[str], list[int]]:
     if missing:
         raise InvalidInputError(f"input images expired before the task ran: {', '.join(sorted(missing))}")
     images = {name: open_stored_image(data) for name, data in stored.items()}
-    result = engine().run(job, images, on_progress=_progress_writer(tasks, job.task_id))
+    _stop_if_cancelled(tasks, job.task_id)  # e.g. delivered again after a lost worker: no model load
+    result = run_with_oom_retry(engine(), job, images, _progress_writer(tasks, job.task_id), release_gpu_memory)
     metrics.engine_used(engine())
     names = [result_name(job.task_id, index) for index in range(len(result.images))]
     for name, image in zip(names, result.images, strict=True):
@@ -136,15 +147,27 @@ def _generate(job: Job, tasks: TaskStore) -> tuple[list[str], list[int]]:
 
 
 def _progress_writer(tasks: TaskStore, task_id: str):
-    """Progress 0..99 while running (100 only when Finished), at most every few hundred ms."""
+    """Progress 0..99 while running (100 only when Finished), at most every few hundred ms and
+    never backwards (a retry after an out-of-memory error counts its steps from 0 again).
+
+    Called after every denoising step, it is also where a running task learns that CancelTask
+    asked it to stop: one HGET per step, and TaskCancelledError ends the run there."""
     interval = get_settings().progress_interval_s
     last = 0.0
+    written = 0
 
     def write(done: int, total: int) -> None:
-        nonlocal last
+        nonlocal last, written
+        _stop_if_cancelled(tasks, task_id)
         now = time.monotonic()
-        if now - last >= interval:
-            last = now
-            tasks.update(task_id, progress=min(99, int(100 * done / total)))
+        progress = min(99, int(100 * done / total))
+        if now - last >= interval and progress > written:
+            last, written = now, progress
+            tasks.update(task_id, progress=progress)
 
     return write
+
+
+def _stop_if_cancelled(tasks: TaskStore, task_id: str) -> None:
+    if tasks.cancel_requested(task_id):
+        raise TaskCancelledError()

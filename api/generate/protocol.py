@@ -25,6 +25,17 @@ PRESET_FIELDS = frozenset({"ControlNetImg", "ControlPreSetId", "ControlWeight"})
 """All a preset unit reads; its other fields are not validated (PICPIK's documentation)."""
 PRESET_IDS = ("0", "1", "2", "3", "4")
 
+CallbackUrlField = Annotated[
+    str | None,
+    EMPTY_IS_DEFAULT,
+    Field(
+        max_length=2048,
+        description="ours: when the task ends, its ListTasksDetails item is POSTed here, signed as Standard "
+        "Webhooks with the PrivateKey; only under the key's callback_url_prefixes (spec section 11)",
+    ),
+]
+"""Every generate and editing action takes it; translated into the task record, never into the Job."""
+
 
 def _window(start: float, end: float, start_field: str) -> tuple[float, float]:
     """A control window as typed clients send an unset one (0, 0) is the whole run."""
@@ -101,6 +112,7 @@ class _LegacyGenerate(SignedRequest):
     )
     ControlNetParams: list[ControlNetParam] = Field(default=[], max_length=vocab.MAX_CONTROLNETS)
     UseCustomMainModelVae: bool = False
+    CallbackUrl: CallbackUrlField = None
 
     @classmethod
     def unread_in(cls, data: dict[str, Any]) -> frozenset[str]:
@@ -219,6 +231,7 @@ class GenerateImagesRequest(SignedRequest):
     Image2Image: Image2ImageSpec | None = None
     ImageAndMaskList: list[str] = Field(default=[], max_length=8)
     Tileable: bool = False
+    CallbackUrl: CallbackUrlField = None
 
 
 GENERATE_REQUESTS = (GenerateImg2ImgRequest, GenerateTxt2ImgRequest, GenerateImagesRequest)

@@ -19,8 +19,9 @@ from api.generate.protocol import (
 )
 from api.images import decode_image
 from api.protocol_base import wire_param_name
-from models_registry.catalog import Catalog, MainModel, Preprocessor
+from models_registry.catalog import Catalog, ControlNet, Lora, MainModel, Preprocessor
 from models_registry.resolve import control_unit, default_vae_ref, lora_ref, model_ref, preset_unit
+from openpik.callbacks import CallbackUrlError, normalized_url
 from openpik.job import ControlUnit, Job, LoraRef, round_dimension
 from openpik.routing import queue_name
 from openpik.samplers import UnknownSamplerError, canonical_sampler
@@ -39,6 +40,8 @@ class Submission:
     queue: str
     images: dict[str, bytes] = field(default_factory=dict)
     note: str = ""
+    callback_url: str = ""
+    """The CallbackUrl, normalized (openpik.callbacks); the submitter checks it against the key's prefixes."""
 
 
 class _Images:
@@ -77,7 +80,7 @@ def translate_legacy(request: LegacyRequest, catalog: Catalog, owner: str, setti
         seed=request.Seed,
         batch_size=request.BatchSize,
         clip_skip=request.ClipSkip,
-        loras=_legacy_loras(request, catalog, owner),
+        loras=_legacy_loras(request, catalog, model, owner),
     )
     if isinstance(request, GenerateImg2ImgRequest) and request.ReferenceImage:
         fields |= dict(
@@ -86,13 +89,15 @@ def translate_legacy(request: LegacyRequest, catalog: Catalog, owner: str, setti
         )
     if request.EnableControlNet is not False:
         fields["controlnets"] = tuple(
-            _legacy_unit(catalog, param, f"ControlNetParams[{i}]", images, owner)
+            _legacy_unit(catalog, model, param, f"ControlNetParams[{i}]", images, owner)
             for i, param in enumerate(request.ControlNetParams)
         )
-    return _submission(fields, model, images, request.TranslatePrompt, catalog, settings)
+    submission = _submission(fields, model, images, request.TranslatePrompt, catalog, settings)
+    submission.callback_url = callback_url(request.CallbackUrl)
+    return submission
 
 
-def _legacy_loras(request: LegacyRequest, catalog: Catalog, owner: str) -> tuple[LoraRef, ...]:
+def _legacy_loras(request: LegacyRequest, catalog: Catalog, model: MainModel, owner: str) -> tuple[LoraRef, ...]:
     if len(set(request.SubModelIds)) != len(request.SubModelIds):
         raise InvalidParameter("SubModelIds: each LoRA id may appear once")
     weights: dict[int, float] = {}
@@ -105,15 +110,19 @@ def _legacy_loras(request: LegacyRequest, catalog: Catalog, owner: str) -> tuple
         lora = catalog.lora(lora_id)
         if lora is None or not lora.usable_by(owner):
             raise InvalidParameter(f"SubModelIds[{i}]: no LoRA with id {lora_id} (see ListModels)")
+        _require_family(model, lora, f"SubModelIds[{i}]")
         refs.append(lora_ref(lora, weights.get(lora_id)))
     return tuple(refs)
 
 
-def _legacy_unit(catalog: Catalog, param: ControlNetParam, where: str, images: _Images, owner: str) -> ControlUnit:
+def _legacy_unit(
+    catalog: Catalog, model: MainModel, param: ControlNetParam, where: str, images: _Images, owner: str
+) -> ControlUnit:
     image = images.add(f"control{len(images.stored)}", param.ControlNetImg, f"{where}.ControlNetImg")
     if param.preset_id:
         if catalog.preset(param.preset_id) is None:
             raise InvalidParameter(f"{where}.ControlPreSetId: preset {param.preset_id} is not configured")
+        _require_family(model, catalog.preset_controlnet(param.preset_id), f"{where}.ControlPreSetId")
         return preset_unit(catalog, param.preset_id, image, weight=param.ControlWeight)
     controlnet = catalog.controlnet(param.ModelId) if param.ModelId is not None else None
     if controlnet is None or not controlnet.usable_by(owner):
@@ -121,6 +130,7 @@ def _legacy_unit(catalog: Catalog, param: ControlNetParam, where: str, images: _
             f"{where}.ModelId: a custom unit (ControlPreSetId 0) needs an existing ControlNet "
             f"model id (see ListControlNetProcessor ModelList); got {param.ModelId}"
         )
+    _require_family(model, controlnet, f"{where}.ModelId")
     preprocessor = _legacy_preprocessor(catalog, param.PreProcessorId, f"{where}.PreProcessorId")
     values = [param.Param1Value, param.Param2Value][: len(preprocessor.params)]
     params = [spec.default if v is None else v for spec, v in zip(preprocessor.params, values)]
@@ -171,8 +181,8 @@ def translate_images(request: GenerateImagesRequest, catalog: Catalog, owner: st
         positive=request.PositivePrompts,
         negative=request.NegativePrompts,
         sampler=(params.Sampler or defaults.sampler, "MainModel.InferenceParams.Sampler"),
-        width=request.Width or defaults.width,
-        height=request.Height or defaults.height,
+        width=request.Width or model.size[0],
+        height=request.Height or model.size[1],
         translate=request.TranslatePrompts,
     ) | dict(
         steps=params.Steps or defaults.steps,
@@ -181,7 +191,7 @@ def translate_images(request: GenerateImagesRequest, catalog: Catalog, owner: st
         seed=request.Seed,
         batch_size=request.BatchSize,
         tileable=request.Tileable,
-        loras=_current_loras(request, catalog, owner),
+        loras=_current_loras(request, catalog, model, owner),
     )
     if request.Image2Image is not None:
         index = _image_index(request, request.Image2Image.ImageIndex, "Image2Image.ImageIndex")
@@ -191,18 +201,23 @@ def translate_images(request: GenerateImagesRequest, catalog: Catalog, owner: st
             init_resize_mode=request.Image2Image.ResizeMode,
         )
     fields["controlnets"] = tuple(
-        _current_unit(catalog, item, f"ControlNetList[{i}]", request, images, owner, settings.strict_fields)
+        _current_unit(catalog, model, item, f"ControlNetList[{i}]", request, images, owner, settings.strict_fields)
         for i, item in enumerate(request.ControlNetList)
     )
-    return _submission(fields, model, images, request.TranslatePrompts, catalog, settings)
+    submission = _submission(fields, model, images, request.TranslatePrompts, catalog, settings)
+    submission.callback_url = callback_url(request.CallbackUrl)
+    return submission
 
 
-def _current_loras(request: GenerateImagesRequest, catalog: Catalog, owner: str) -> tuple[LoraRef, ...]:
+def _current_loras(
+    request: GenerateImagesRequest, catalog: Catalog, model: MainModel, owner: str
+) -> tuple[LoraRef, ...]:
     refs = []
     for i, sub in enumerate(request.SubModelList):
         lora = next((lo for lo in catalog.loras if lo.model_code == sub.ModelCode), None)
         if lora is None or not lora.usable_by(owner):
             raise InvalidParameter(f"SubModelList[{i}].ModelCode: no LoRA {sub.ModelCode!r} (see ListModels)")
+        _require_family(model, lora, f"SubModelList[{i}].ModelCode")
         refs.append(lora_ref(lora, sub.InferenceParams.LoraWeight))
     if len({r.lora_id for r in refs}) != len(refs):
         raise InvalidParameter("SubModelList: each LoRA may appear once")
@@ -211,6 +226,7 @@ def _current_loras(request: GenerateImagesRequest, catalog: Catalog, owner: str)
 
 def _current_unit(
     catalog: Catalog,
+    model: MainModel,
     item: ControlNetItem,
     where: str,
     request: GenerateImagesRequest,
@@ -223,6 +239,7 @@ def _current_unit(
         raise InvalidParameter(
             f"{where}.ControlModel.ModelCode: no ControlNet {item.ControlModel.ModelCode!r} (see ListControlNets)"
         )
+    _require_family(model, controlnet, f"{where}.ControlModel.ModelCode")
     preprocessor = next((p for p in catalog.preprocessors if p.model_code == item.PreProcessor.ModelCode), None)
     if preprocessor is None:
         raise InvalidParameter(
@@ -308,6 +325,17 @@ def _shared_fields(
     )
 
 
+def callback_url(url: str | None) -> str:
+    """A CallbackUrl's normalized form ("" when absent), or 230 naming the field; whether the key may
+    use it is the submitter's check (api.generate.submission)."""
+    if url is None:
+        return ""
+    try:
+        return normalized_url(url)
+    except CallbackUrlError as exc:
+        raise InvalidParameter(f"CallbackUrl: {exc}") from None
+
+
 def _submission(
     fields: dict[str, Any], model: MainModel, images: _Images, translate: bool, catalog: Catalog, settings: Settings
 ) -> Submission:
@@ -333,6 +361,15 @@ def _model_by_code(catalog: Catalog, code: str, owner: str) -> MainModel:
     if model is None or not model.usable_by(owner):
         raise InvalidParameter(f"MainModel.ModelCode: no model {code!r} (see ListModels)")
     return model
+
+
+def _require_family(model: MainModel, entry: Lora | ControlNet, where: str) -> None:
+    """A LoRA or ControlNet runs only on main models of its own architecture."""
+    if entry.architecture != model.architecture:
+        raise InvalidParameter(
+            f"{where}: {entry.model_code} is an {entry.architecture} model and cannot be used with "
+            f"{model.model_code}, an {model.architecture} main model (see BaseModel in ListModels / ListControlNets)"
+        )
 
 
 def _sampler(name: str, where: str) -> str:

@@ -1,7 +1,12 @@
 """Submitting a translated request: idempotency, backpressure, the task record, the enqueue.
 
-A TaskUID is returned only once Redis holds both the record and the queued message; a
-refused or failed submission leaves neither behind (nor a claimed request_uuid).
+A TaskUID is returned only once Redis holds both the record and the queued message, and,
+with OPENPIK_REDIS_WAIT_REPLICAS, once that many replicas hold them too (a failover then
+loses no accepted task). A refused or failed submission leaves neither behind (nor a claimed
+request_uuid). When the replicas do not confirm in time the client gets 150 and the record
+is deleted: a worker that takes the message anyway finds no record and drops it (as for an
+expired one), so a task whose TaskUID was never returned runs unseen at most, and never
+shows up in a query or a count. Were Redis down for that delete, the record expires.
 """
 
 from __future__ import annotations
@@ -13,40 +18,60 @@ from typing import Any
 
 from celery import Celery
 
-from api.errors import LoadShedding, ServiceUnavailable, TooManyQueued
+from api.errors import InvalidParameter, LoadShedding, ServiceUnavailable, TooManyQueued
 from api.generate.serving import Submission
+from openpik.callbacks import CallbackStatus, callback_allowed
 from openpik.job import Job
+from openpik.redis_connection import broker, broker_redis, confirm_replicated
 from openpik.routing import GENERATE_TASK
 from openpik.settings import Settings
 from openpik.task_records import TaskRecord, TaskStore, new_task_id
 
 Enqueue = Callable[[Job, str], None]
 """Publish a Job (its task_id set) to a queue; raises when the broker did not take it."""
+CallbackPrefixes = Callable[[str], list[str]]
+"""A PublicKey -> the URL prefixes its callbacks may go to (openpik.keys.KeyStore.callback_url_prefixes)."""
 
 UNSIGNED_FIELDS = ("Signature", "Timestamp")
 PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0.2}
 
 
-def celery_enqueue(settings: Settings) -> Enqueue:
-    """Publishing through a Celery app of its own, which fails fast instead of retrying when
-    Redis is down: the client then gets ServiceUnavailable and retries itself."""
-    client = Celery("openpik-api", broker=settings.redis_url)
+def celery_publisher(settings: Settings) -> Celery:
+    """The gateway's Celery app, only for publishing: it fails fast instead of retrying when Redis
+    is down, so the client gets ServiceUnavailable and retries itself. Also what the gateway hands
+    openpik.callbacks.notify_task_ended when it ends a task itself."""
+    broker_url, broker_options = broker(settings)
+    client = Celery("openpik-api", broker=broker_url)
     client.conf.update(
         broker_connection_retry_on_startup=False,
         broker_connection_max_retries=0,
         task_publish_retry_policy=PUBLISH_RETRY,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s} | broker_options,
     )
+    return client
+
+
+def celery_enqueue(settings: Settings, client: Celery | None = None) -> Enqueue:
+    """Publishing through ``client`` (default: a celery_publisher of its own).
+
+    With OPENPIK_REDIS_WAIT_REPLICAS, the message is confirmed by a WAIT on the connection
+    that published it (the producer is held meanwhile, so no other thread uses its channel)."""
+    client = client or celery_publisher(settings)
 
     def enqueue(job: Job, queue: str) -> None:
-        client.send_task(
-            GENERATE_TASK,
-            args=[job.model_dump(mode="json")],
-            queue=queue,
-            task_id=job.task_id,
-            retry=True,
-            retry_policy=PUBLISH_RETRY,
-        )
+        with client.producer_or_acquire() as producer:
+            client.send_task(
+                GENERATE_TASK,
+                args=[job.model_dump(mode="json")],
+                queue=queue,
+                task_id=job.task_id,
+                retry=True,
+                retry_policy=PUBLISH_RETRY,
+                producer=producer,
+            )
+            confirm_replicated(
+                broker_redis(producer.channel), settings.redis_wait_replicas, settings.redis_wait_timeout_ms
+            )
 
     return enqueue
 
@@ -61,6 +86,9 @@ class Submitter:
     Backpressure: a queue deeper than ``max_queue_depth`` sheds new work (LoadShedding) and
     one key may have at most ``max_queued_per_key`` tasks waiting (TooManyQueued), so a burst
     from one client cannot starve the others. 0 turns a limit off.
+
+    Callbacks: a Submission's callback_url must start with one of the caller's
+    ``callback_prefixes`` (the key store's callback_url_prefixes), else 230 and nothing is queued.
     """
 
     def __init__(
@@ -70,14 +98,17 @@ class Submitter:
         max_queue_depth: int = 0,
         max_queued_per_key: int = 0,
         idempotency_window_s: int = 0,
+        callback_prefixes: CallbackPrefixes = lambda owner: [],
     ):
         self.tasks = tasks
         self.enqueue = enqueue
         self.max_queue_depth = max_queue_depth
         self.max_queued_per_key = max_queued_per_key
         self.idempotency_window_s = idempotency_window_s
+        self.callback_prefixes = callback_prefixes
 
     def submit(self, submission: Submission, action: str, owner: str, body: dict[str, Any]) -> str:
+        self._check_callback(submission.callback_url, owner)
         task_id = new_task_id()
         request_uuid = self._claimed_uuid(body)
         if request_uuid:
@@ -90,7 +121,15 @@ class Submitter:
             if request_uuid:
                 self.tasks.release_request(owner, request_uuid)
             raise
-        record = TaskRecord(task_id=task_id, owner=owner, action=action, queue=submission.queue, note=submission.note)
+        record = TaskRecord(
+            task_id=task_id,
+            owner=owner,
+            action=action,
+            queue=submission.queue,
+            note=submission.note,
+            callback_url=submission.callback_url,
+            callback_status=CallbackStatus.PENDING.value if submission.callback_url else "",
+        )
         try:
             self.tasks.create(record, submission.images)
             self.enqueue(submission.job.model_copy(update={"task_id": task_id}), submission.queue)
@@ -98,6 +137,13 @@ class Submitter:
             self._forget(record, submission, request_uuid)
             raise ServiceUnavailable(f"the task queue is unreachable ({type(exc).__name__}); retry later") from exc
         return task_id
+
+    def _check_callback(self, url: str, owner: str) -> None:
+        if url and not callback_allowed(url, self.callback_prefixes(owner)):
+            raise InvalidParameter(
+                "CallbackUrl: not under any callback URL prefix this key may use "
+                "(the operator allows prefixes with openpik-keys allow-callback)"
+            )
 
     def _check_limits(self, queue: str, owner: str) -> None:
         if self.max_queue_depth and self.tasks.queue_depth(queue) >= self.max_queue_depth:

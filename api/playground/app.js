@@ -2,7 +2,7 @@
  *
  * The PrivateKey never leaves this page: it is read from its input when a request is
  * signed, and nothing is written to storage. Every request is the same signed POST /
- * any other client sends.
+ * any other client sends; a task's progress comes from the same signed GET /events.
  */
 "use strict";
 
@@ -81,7 +81,6 @@ window.openpik = openpik;
 
 /* ---- the page ------------------------------------------------------------------------ */
 
-const POLL_MS = 500;
 const $ = (id) => document.getElementById(id);
 const catalog = { mains: [], loras: [], controlnets: [], processors: [], resolutions: {}, presets: [] };
 
@@ -281,21 +280,69 @@ async function generate(event) {
     $("results").replaceChildren();
     const [action, body] = await generateBody();
     const { TaskUID } = await call(action, body);
-    showResults(await poll(TaskUID));
+    showResults(await follow(TaskUID));
   }).finally(() => { $("submit").disabled = false; });
 }
 
-async function poll(taskUid) {
+/* Follows a task through GET /events (server-sent events) to its final event, which carries
+ * its ListTasksDetails item. The browser reconnects by itself after a network drop; when a
+ * stream that was working is refused later (its signed Timestamp has left the window), a
+ * freshly signed one takes over. A stream refused before any event: the RetCode is found. */
+async function follow(taskUid) {
   $("progress").hidden = false;
   for (;;) {
-    const detail = await call("GetGenerateTaskDetail", { TaskUID: taskUid });
-    const queued = detail.QueuePosition ? `, position ${detail.QueuePosition} in the queue` : "";
-    setStatus(`Task ${taskUid}: ${detail.TaskStatus} ${detail.Progress}%${queued}`);
-    $("progress").value = detail.Progress;
-    if (detail.TaskStatus === "Finished") return detail;
-    if (detail.TaskStatus === "Error") throw new ApiError(`Error ${detail.TaskErrorCode}: ${detail.TaskErrorMsg}`);
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    const { item, heard } = await stream(taskUid);
+    if (item) {
+      showProgress(taskUid, { TaskStatus: item.Status, Progress: item.Progress, QueuePosition: null });
+      if (item.Status === "Error") throw new ApiError(`Error ${item.ErrorCode}: ${item.ErrorMessage}`);
+      return item;
+    }
+    if (!heard) return diagnose(taskUid);
   }
+}
+
+/* The stream's URL: its query is signed like a body of the same fields (spec section 11). */
+async function eventsUrl(taskUid) {
+  const query = {
+    Action: "TaskEvents", PublicKey: $("public-key").value, TaskUID: taskUid, Timestamp: Math.floor(Date.now() / 1000),
+  };
+  query.Signature = await openpik.sign(query, $("private-key").value);
+  return new URL(`events?${new URLSearchParams(query)}`, new URL("./", location.href));
+}
+
+/* One EventSource, until the task's final event ({ item }) or until the browser gives up on
+ * the connection ({ heard }: whether any event came). */
+async function stream(taskUid) {
+  const source = new EventSource(await eventsUrl(taskUid));
+  let heard = false;
+  return new Promise((resolve) => {
+    const end = (outcome) => {
+      source.close();
+      resolve(outcome);
+    };
+    source.addEventListener("progress", (event) => {
+      heard = true;
+      showProgress(taskUid, JSON.parse(event.data));
+    });
+    source.addEventListener("finished", (event) => end({ item: JSON.parse(event.data) }));
+    source.addEventListener("error", (event) => {
+      if (event instanceof MessageEvent) end({ item: JSON.parse(event.data) }); // the task's own "error" event
+      else if (source.readyState === EventSource.CLOSED) end({ heard });
+    });
+  });
+}
+
+/* A refused stream's answer cannot be read from an EventSource; the same signed question
+ * through POST / shows its RetCode (call throws it). */
+async function diagnose(taskUid) {
+  await call("ListTasksDetails", { TaskUIDList: [taskUid] });
+  throw new ApiError("the progress stream (GET /events) could not be opened: is a proxy blocking it?");
+}
+
+function showProgress(taskUid, { TaskStatus, Progress, QueuePosition }) {
+  const queued = QueuePosition ? `, position ${QueuePosition} in the queue` : "";
+  setStatus(`Task ${taskUid}: ${TaskStatus} ${Progress}%${queued}`);
+  $("progress").value = Progress;
 }
 
 /* Result URLs carry the gateway's public URL; the page loads them from its own origin,
@@ -305,7 +352,7 @@ function localUrl(url) {
 }
 
 function showResults(detail) {
-  $("results").replaceChildren(...detail.FinalPictureUrls.map((url, i) => {
+  $("results").replaceChildren(...detail.ImgList.map((url, i) => {
     const src = localUrl(url);
     const name = `${detail.TaskUID}-${src.split("/").pop()}`;
     const image = Object.assign(document.createElement("img"), { src, alt: `result ${i + 1}` });

@@ -1,12 +1,17 @@
-"""Wire models of the task queries (spec section 4), odd spellings included."""
+"""Wire models of the task queries (spec section 4), odd spellings included.
+
+The ListTasksDetails item (TaskDetail) and our extensions live in openpik.task_details: the
+callback workers send the same item.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from api.protocol_base import Envelope, SignedRequest
+from openpik.task_details import TaskDetail, TaskExtensions
 
 TaskUid = str
 MAX_TASKS_PER_QUERY = 100
@@ -27,18 +32,7 @@ class ListTasksDetailsRequest(SignedRequest):
     TaskUIDList: list[TaskUid] = Field(min_length=1, max_length=MAX_TASKS_PER_QUERY)
 
 
-class _Extensions(BaseModel):
-    """Ours; extra fields are harmless to existing clients."""
-
-    Progress: int = 0
-    Seeds: list[int] = []
-    QueuePosition: int | None = None
-    Note: str = ""
-    """What the client should know about how its task ran, e.g. that a prompt needed a translation
-    this server has no translator for and was passed unchanged; "" when nothing."""
-
-
-class LegacyTaskDetail(_Extensions):
+class LegacyTaskDetail(TaskExtensions):
     TaskType: str = "TaskGeneratePicture"
     TaskStatus: str
     FinalPictureUrls: list[str]
@@ -58,21 +52,28 @@ class ListGenerateTaskDetailResponse(Envelope):
     TaskDetailList: list[LegacyListItem]
 
 
-class TaskDetail(_Extensions):
-    TaskUID: TaskUid
-    Action: str
-    Status: str
-    ImgList: list[str]
-    Seed: int
-    TxtList: list[str] = []
-    ConsumeApiPoint: int = 0
-    ErrorCode: int
-    ErrorMassage: str  # sic: the documented spelling
-    ErrorMessage: str
-
-
 class ListTasksDetailsResponse(Envelope):
     TaskDetailList: list[TaskDetail]
 
 
-QUERY_REQUESTS = (GetGenerateTaskDetailRequest, ListGenerateTaskDetailRequest, ListTasksDetailsRequest)
+class CancelTaskRequest(SignedRequest):
+    """Ours (spec section 11): stop a task; the answer is its status after the request."""
+
+    Action: Literal["CancelTask"]
+    TaskUID: TaskUid = Field(max_length=64)
+
+
+class CancelTaskResponse(Envelope):
+    TaskStatus: str
+    """Error for a task that was queued (it ended now, TaskErrorCode 1004); Running for one that
+    stops at its next step; a task that had already ended keeps its status."""
+    Progress: int = 0
+    """Where the task stood when the request arrived."""
+
+
+QUERY_REQUESTS = (
+    GetGenerateTaskDetailRequest,
+    ListGenerateTaskDetailRequest,
+    ListTasksDetailsRequest,
+    CancelTaskRequest,
+)

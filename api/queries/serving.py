@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from api.errors import TaskNotFound
-from api.queries.protocol import LegacyListItem, LegacyTaskDetail, TaskDetail
+from api.queries.protocol import LegacyListItem, LegacyTaskDetail
 from openpik.results import ResultStore
-from openpik.routing import result_name, result_url
-from openpik.task_records import TaskRecord, TaskStore
+from openpik.routing import result_name
+from openpik.task_details import TaskDetail, extensions, result_urls
+from openpik.task_details import task_detail as shared_task_detail
+from openpik.task_records import CancelOutcome, TaskRecord, TaskStore
 from openpik.vocabulary import TaskStatus
 
 
@@ -27,28 +29,17 @@ def own_tasks(tasks: TaskStore, task_ids: list[str], owner: str) -> list[TaskRec
     return found
 
 
-def _extensions(tasks: TaskStore, record: TaskRecord) -> dict[str, Any]:
-    queued = record.status == TaskStatus.QUEUING
-    return dict(
-        Progress=record.progress,
-        Seeds=record.seeds,
-        QueuePosition=tasks.queue_position(record) if queued else None,
-        Note=record.note,
-    )
-
-
-def urls(record: TaskRecord, public_url: str) -> list[str]:
-    """The record's images as absolute URLs under ``public_url``."""
-    return [result_url(public_url, name) for name in record.results]
+def _queue_position(tasks: TaskStore, record: TaskRecord) -> int | None:
+    return tasks.queue_position(record) if record.status == TaskStatus.QUEUING else None
 
 
 def legacy_detail(tasks: TaskStore, record: TaskRecord, public_url: str) -> dict[str, Any]:
     return LegacyTaskDetail(
         TaskStatus=record.status.value,
-        FinalPictureUrls=urls(record, public_url),
+        FinalPictureUrls=result_urls(record, public_url),
         TaskErrorMsg=record.error_message,
         TaskErrorCode=record.error_code,
-        **_extensions(tasks, record),
+        **extensions(record, _queue_position(tasks, record)),
     ).model_dump()
 
 
@@ -57,17 +48,8 @@ def legacy_list_item(tasks: TaskStore, record: TaskRecord, public_url: str) -> L
 
 
 def task_detail(tasks: TaskStore, record: TaskRecord, public_url: str) -> TaskDetail:
-    return TaskDetail(
-        TaskUID=record.task_id,
-        Action=record.action,
-        Status=record.status.value,
-        ImgList=urls(record, public_url),
-        Seed=record.seeds[0] if record.seeds else -1,
-        ErrorCode=record.error_code,
-        ErrorMassage=record.error_message,
-        ErrorMessage=record.error_message,
-        **_extensions(tasks, record),
-    )
+    """The ListTasksDetails item; the callback workers send the same (openpik.task_details)."""
+    return shared_task_detail(record, public_url, _queue_position(tasks, record))
 
 
 def result_file(tasks: TaskStore, results: ResultStore, task_id: str, index: int) -> bytes | None:
@@ -76,3 +58,12 @@ def result_file(tasks: TaskStore, results: ResultStore, task_id: str, index: int
     name = result_name(task_id, index)
     names = tasks.result_names(task_id)
     return results.get(name) if names is not None and name in names else None
+
+
+def cancel(tasks: TaskStore, task_id: str, owner: str) -> tuple[CancelOutcome, TaskRecord]:
+    """CancelTask on the caller's own task (TaskStore.cancel); TaskNotFound as for a query."""
+    (record,) = own_tasks(tasks, [task_id], owner)
+    cancelled = tasks.cancel(record)
+    if cancelled is None:  # expired between the two calls
+        raise TaskNotFound(f"Task not found: {task_id}")
+    return cancelled
