@@ -175,11 +175,12 @@ def test_micro_batches_keep_each_images_seed_and_equal_the_same_chunks_run_alone
         assert np.array_equal(pixels(pair)[1], pixels(four)[start - 40 + 1])
 
 
-def test_large_images_decode_tile_by_tile(catalog, make_job):
+@pytest.mark.parametrize("model_id", [1, 11])  # SD1.5 and SDXL
+def test_large_images_decode_tile_by_tile(catalog, make_job, model_id):
     from openpik.settings import Settings
     from worker.engine import Engine
 
     tiled = Engine(Settings(device="cpu", vae_tiling_pixels=32 * 32), annotators_dir=catalog.annotators_dir)
-    result = tiled.run(make_job(steps=2, vae=None), {})
+    result = tiled.run(make_job(model_id=model_id, steps=2, vae=None), {})
     assert result.images[0].size == (64, 64)
-    assert tiled.cache.model(make_job().model).pipe.vae.use_tiling
+    assert tiled.cache.model(make_job(model_id=model_id).model).pipe.vae.use_tiling
