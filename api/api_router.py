@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,6 +13,7 @@ from sse_starlette import EventSourceResponse
 
 from api import playground
 from api.actions import ACTIONS
+from api.authorize import authorize
 from api.body import parse_json_object, read_body
 from api.errors import InvalidParameter, MissingAction, UnsupportedAction
 from api.events import serving as events_serving
@@ -21,8 +21,6 @@ from api.metrics import CONTENT_TYPE, count_ignored_fields, exposition
 from api.openapi import request_body_schema
 from api.protocol_base import Envelope, SignedRequest, unknown_fields
 from api.queries import serving as query_serving
-from api.rate_limit import enforce as enforce_rate_limit
-from api.signature import verify
 from openpik.routing import RESULTS_PATH
 from openpik.task_records import TASK_ID_ALPHABET, TASK_ID_LENGTH
 
@@ -47,16 +45,8 @@ async def dispatch(request: Request) -> JSONResponse:
     action = ACTIONS.get(_action_name(body))
     if action is None:
         raise UnsupportedAction(f"Action not supported: {body['Action']}")
-    owner = await run_in_threadpool(
-        verify,
-        body,
-        request.app.state.keys.private_key,
-        time.time(),
-        settings.require_timestamp,
-        settings.timestamp_window_s,
-    )
-    await run_in_threadpool(
-        enforce_rate_limit, services.tasks.redis, settings, request.app.state.keys, owner, action.bucket
+    owner = await authorize(
+        body, request.app.state.keys, services.tasks.redis, settings, action.bucket, settings.require_timestamp
     )
     try:
         wire = action.request.model_validate(body)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from collections.abc import AsyncIterator, Mapping
 
 import redis
@@ -35,11 +34,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from api.actions import Services
+from api.authorize import authorize
 from api.errors import InvalidParameter, MissingAction, StreamTaskNotFound, UnsupportedAction
 from api.events.protocol import ACTION, FINAL_EVENTS, MAX_TASK_UID_CHARS, TASK_UID_FIELD, Event, Progress
 from api.queries import serving as query_serving
-from api.rate_limit import enforce as enforce_rate_limit
-from api.signature import verify
 from openpik.keys import Bucket, KeyStore
 from openpik.task_records import TaskRecord, TaskWatch
 from openpik.vocabulary import ENDED_STATUSES
@@ -73,10 +71,7 @@ async def open_stream(
     """
     _check_action(fields)
     settings = services.settings
-    owner = await run_in_threadpool(
-        verify, fields, keys.private_key, time.time(), require_timestamp=True, window_s=settings.timestamp_window_s
-    )
-    await run_in_threadpool(enforce_rate_limit, services.tasks.redis, settings, keys, owner, Bucket.QUERY)
+    owner = await authorize(fields, keys, services.tasks.redis, settings, Bucket.QUERY, require_timestamp=True)
     task_id = _task_uid(fields)
     first = await watch.read(task_id)
     if first is None or first[0].owner != owner:
