@@ -45,8 +45,14 @@ async def dispatch(request: Request) -> JSONResponse:
     action = ACTIONS.get(_action_name(body))
     if action is None:
         raise UnsupportedAction(f"Action not supported: {body['Action']}")
-    owner = await authorize(
-        body, request.app.state.keys, services.tasks.redis, settings, action.bucket, settings.require_timestamp
+    owner = await run_in_threadpool(
+        authorize,
+        body,
+        request.app.state.keys,
+        services.tasks.redis,
+        settings,
+        action.bucket,
+        settings.require_timestamp,
     )
     try:
         wire = action.request.model_validate(body)

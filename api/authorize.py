@@ -1,7 +1,7 @@
 """Who is calling, and may they now: the signature, then the key's rate limit.
 
-Both need the key store and Redis, so both run in one threadpool hop per request (POST / and
-GET /events alike), not one hop each.
+Both read the key store and Redis, so callers run this in one threadpool hop per request
+(POST / and GET /events alike), not one hop each.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
-from starlette.concurrency import run_in_threadpool
 
 from api.rate_limit import enforce
 from api.signature import verify
@@ -19,7 +18,7 @@ from openpik.keys import Bucket, KeyStore
 from openpik.settings import Settings
 
 
-async def authorize(
+def authorize(
     fields: Mapping[str, Any],
     keys: KeyStore,
     client: redis.Redis,
@@ -27,18 +26,7 @@ async def authorize(
     bucket: Bucket,
     require_timestamp: bool,
 ) -> str:
-    """The caller's PublicKey, once its signature holds and its ``bucket`` gave a token."""
-    return await run_in_threadpool(_authorize, fields, keys, client, settings, bucket, require_timestamp)
-
-
-def _authorize(
-    fields: Mapping[str, Any],
-    keys: KeyStore,
-    client: redis.Redis,
-    settings: Settings,
-    bucket: Bucket,
-    require_timestamp: bool,
-) -> str:
+    """The caller's PublicKey, once its signature holds and its ``bucket`` gave a token (blocking I/O)."""
     owner = verify(fields, keys.private_key, time.time(), require_timestamp, settings.timestamp_window_s)
     enforce(client, settings, keys, owner, bucket)
     return owner
