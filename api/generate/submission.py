@@ -29,6 +29,8 @@ from openpik.task_records import TaskRecord, TaskStore, new_task_id
 
 Enqueue = Callable[[Job, str], None]
 """Publish a Job (its task_id set) to a queue; raises when the broker did not take it."""
+Route = Callable[[str, Job], str]
+"""(the queue of the Job's model group, the Job) -> the queue to publish it to (model-affinity routing)."""
 CallbackPrefixes = Callable[[str], list[str]]
 """A PublicKey -> the URL prefixes its callbacks may go to (openpik.keys.KeyStore.callback_url_prefixes)."""
 
@@ -99,6 +101,7 @@ class Submitter:
         max_queued_per_key: int = 0,
         idempotency_window_s: int = 0,
         callback_prefixes: CallbackPrefixes = lambda owner: [],
+        route: Route = lambda queue, job: queue,
     ):
         self.tasks = tasks
         self.enqueue = enqueue
@@ -106,6 +109,7 @@ class Submitter:
         self.max_queued_per_key = max_queued_per_key
         self.idempotency_window_s = idempotency_window_s
         self.callback_prefixes = callback_prefixes
+        self.route = route
 
     def submit(self, submission: Submission, action: str, owner: str, body: dict[str, Any]) -> str:
         self._check_callback(submission.callback_url, owner)
@@ -121,18 +125,19 @@ class Submitter:
             if request_uuid:
                 self.tasks.release_request(owner, request_uuid)
             raise
+        queue = self.route(submission.queue, submission.job)
         record = TaskRecord(
             task_id=task_id,
             owner=owner,
             action=action,
-            queue=submission.queue,
+            queue=queue,
             note=submission.note,
             callback_url=submission.callback_url,
             callback_status=CallbackStatus.PENDING.value if submission.callback_url else "",
         )
         try:
             self.tasks.create(record, submission.images)
-            self.enqueue(submission.job.model_copy(update={"task_id": task_id}), submission.queue)
+            self.enqueue(submission.job.model_copy(update={"task_id": task_id}), queue)
         except Exception as exc:
             self._forget(record, submission, request_uuid)
             raise ServiceUnavailable(f"the task queue is unreachable ({type(exc).__name__}); retry later") from exc
