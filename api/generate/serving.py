@@ -23,7 +23,7 @@ from models_registry.catalog import Catalog, ControlNet, Lora, MainModel, Prepro
 from models_registry.resolve import control_unit, default_vae_ref, lora_ref, model_ref, preset_unit
 from openpik.callbacks import CallbackUrlError, normalized_url
 from openpik.job import ControlUnit, Job, LoraRef, round_dimension
-from openpik.routing import queue_name
+from openpik.routing import GENERATE_TASK, queue_name
 from openpik.samplers import UnknownSamplerError, canonical_sampler
 from openpik.settings import Settings
 from openpik.translation import untranslated_note
@@ -39,6 +39,8 @@ class Submission:
     job: Job
     queue: str
     images: dict[str, bytes] = field(default_factory=dict)
+    task_name: str = GENERATE_TASK
+    """The Celery task that runs the Job (openpik.routing)."""
     note: str = ""
     callback_url: str = ""
     """The CallbackUrl, normalized (openpik.callbacks); the submitter checks it against the key's prefixes."""

@@ -23,12 +23,12 @@ from api.generate.serving import Submission
 from openpik.callbacks import CallbackStatus, callback_allowed
 from openpik.job import Job
 from openpik.redis_connection import broker, broker_redis, confirm_replicated
-from openpik.routing import GENERATE_TASK
 from openpik.settings import Settings
 from openpik.task_records import TaskRecord, TaskStore, new_task_id
 
-Enqueue = Callable[[Job, str], None]
-"""Publish a Job (its task_id set) to a queue; raises when the broker did not take it."""
+Enqueue = Callable[[str, Job, str], None]
+"""Publish a Job (its task_id set) as the Celery task named first, to the queue named last;
+raises when the broker did not take it."""
 Route = Callable[[str, Job], str]
 """(the queue of the Job's model group, the Job) -> the queue to publish it to (model-affinity routing)."""
 CallbackPrefixes = Callable[[str], list[str]]
@@ -60,10 +60,10 @@ def celery_enqueue(settings: Settings, client: Celery | None = None) -> Enqueue:
     that published it (the producer is held meanwhile, so no other thread uses its channel)."""
     client = client or celery_publisher(settings)
 
-    def enqueue(job: Job, queue: str) -> None:
+    def enqueue(task_name: str, job: Job, queue: str) -> None:
         with client.producer_or_acquire() as producer:
             client.send_task(
-                GENERATE_TASK,
+                task_name,
                 args=[job.model_dump(mode="json")],
                 queue=queue,
                 task_id=job.task_id,
@@ -137,7 +137,7 @@ class Submitter:
         )
         try:
             self.tasks.create(record, submission.images)
-            self.enqueue(submission.job.model_copy(update={"task_id": task_id}), queue)
+            self.enqueue(submission.task_name, submission.job.model_copy(update={"task_id": task_id}), queue)
         except Exception as exc:
             self._forget(record, submission, request_uuid)
             raise ServiceUnavailable(f"the task queue is unreachable ({type(exc).__name__}); retry later") from exc
