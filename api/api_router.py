@@ -39,27 +39,21 @@ RESULT_FILE = re.compile(r"^(0|[1-9][0-9]?)\.png$")
 async def dispatch(request: Request) -> JSONResponse:
     services = request.app.state.services
     settings = services.settings
-    body = parse_json_object(await read_body(request, settings.max_body_bytes), settings.max_json_depth)
+    raw = await read_body(request, settings.max_body_bytes)
+    body = parse_json_object(raw, settings.max_json_depth)
     request.state.echo = _echo(body)
     request.state.body = body  # for the request log line (api.metrics)
     action = ACTIONS.get(_action_name(body))
     if action is None:
         raise UnsupportedAction(f"Action not supported: {body['Action']}")
-    owner = await run_in_threadpool(
-        authorize,
-        body,
-        request.app.state.keys,
-        services.tasks.redis,
-        settings,
-        action.bucket,
-        settings.require_timestamp,
-    )
+    keys = request.app.state.keys
+    owner = await authorize(body, keys, services.loop_redis, settings, action.bucket, settings.require_timestamp)
     try:
         wire = action.request.model_validate(body)
     except ValidationError as exc:
         raise InvalidParameter(describe_validation_error(exc)) from None
     _ignore_unknown_fields(wire, settings.strict_fields)
-    response = await run_in_threadpool(action.serve, services, wire, owner, body)
+    response = await action.answer(services, wire, owner, body, len(raw))
     return JSONResponse(response.model_copy(update=request.state.echo).wire())
 
 

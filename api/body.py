@@ -24,6 +24,9 @@ from api.errors import BodyTooLarge, MalformedBody
 _STRING_LITERAL = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 _DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+# Valid UTF-8 holds no surrogates, so a lone one can only come from a \uD800-\uDFFF escape: a body
+# without such an escape needs no walk over its strings (a "\\u" text is a harmless false alarm).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -79,7 +82,8 @@ def parse_json_object(raw: bytes, max_depth: int = 32) -> dict[str, Any]:
         raise MalformedBody(f"request body: an integer has more than {limit} digits") from None
     if not isinstance(value, dict):
         raise MalformedBody(f"request body: must be a JSON object, not {_json_type(value)}")
-    _check_strings(value, "")
+    if _SURROGATE_ESCAPE.search(raw):
+        _check_strings(value, "")
     return value
 
 
@@ -90,8 +94,11 @@ def _check_depth(raw: bytes, max_depth: int) -> None:
     is the depth. All of it runs in C (regex, bytes.translate, accumulate), so a 32 MiB
     body of brackets is scanned in about two seconds on a slow core, faster than
     json.loads would parse it. Unbalanced input only matters to json.loads, which
-    refuses it next.
+    refuses it next. A body with no more brackets than max_depth cannot nest deeper, so
+    most bodies are cleared by counting them (two scans in C, far cheaper than the parse).
     """
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:
+        return
     brackets = _STRING_LITERAL.sub(b"", raw).translate(None, _NOT_BRACKETS)
     depth = max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
     if depth > max_depth:

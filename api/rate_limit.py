@@ -11,17 +11,13 @@ two requests never take the same token.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
-import redis
+import redis.asyncio
 
 from api.errors import RateLimited
-from openpik.keys import Bucket, RateLimit
+from openpik.keys import ApiKey, Bucket, RateLimit
 from openpik.settings import Settings
 from openpik.task_records import rate_limit_key
-
-if TYPE_CHECKING:
-    from openpik.keys import KeyStore
 
 
 def default_limit(settings: Settings, bucket: Bucket) -> RateLimit:
@@ -33,17 +29,18 @@ def default_limit(settings: Settings, bucket: Bucket) -> RateLimit:
     return RateLimit(per_s=per_s, burst=burst)
 
 
-def enforce(client: redis.Redis, settings: Settings, keys: KeyStore, owner: str, bucket: Bucket) -> None:
+async def enforce(
+    client: redis.asyncio.Redis, settings: Settings, key: ApiKey | None, owner: str, bucket: Bucket
+) -> None:
     """Take one token of ``owner``'s ``bucket``, or raise RateLimited saying when one will be there.
 
-    Called once per signed request, before anything is validated or queued. Without a
-    limit (the default) no bucket is kept.
+    Called once per signed request, before anything is validated or queued, with the owner's
+    key (its own limits). Without a limit (the default) no bucket is kept and Redis is not asked.
     """
-    key = keys.get(owner)
     limit = (key.rate_limit(bucket) if key else None) or default_limit(settings, bucket)
     if limit.per_s == 0:
         return
-    wait_ms = int(client.eval(_TAKE, 1, rate_limit_key(owner, bucket), limit.per_s, limit.burst))
+    wait_ms = int(await client.eval(_TAKE, 1, rate_limit_key(owner, bucket), limit.per_s, limit.burst))
     if wait_ms:
         raise RateLimited(
             f"rate limit: this key may send {limit.per_s:g} {bucket} requests per second"

@@ -74,17 +74,32 @@ def candidate_bodies(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     body without fractional floats has only the canonical one; never more than
     MAX_CANDIDATES. ValueError for a number that rule 4 cannot sign (NaN, infinity).
     """
-    spellings = [_respelled(body, format_float)]
+    # Two respelled bodies differ exactly where their spellings of the fractional floats do, so
+    # the spellings are compared, and a body is respelled only when it is a new candidate.
+    fractions = list(_fractional_floats(body))
+    spellings = [[format_float(value) for value in fractions]]
     candidates = [body]
     for render in SDK_FLOAT_RENDERINGS.values():
-        spelled = _respelled(body, render)
+        spelled = [render(value) for value in fractions]
         if spelled in spellings:
             continue
         if len(candidates) == MAX_CANDIDATES:
             break
         spellings.append(spelled)
-        candidates.append(spelled)
+        candidates.append(_respelled(body, render))
     return candidates
+
+
+def _fractional_floats(value: Any) -> Iterator[float]:
+    """Every fractional float in ``value``, at any depth, in the order _respelled meets them."""
+    if isinstance(value, float) and not value.is_integer():
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _fractional_floats(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _fractional_floats(item)
 
 
 def _respelled(value: Any, render: FloatRendering) -> Any:

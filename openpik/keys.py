@@ -162,6 +162,9 @@ def _checked_key_text(field: str, text: str) -> str:
 class KeyStore(ABC):
     """Key lifecycle shared by every backend; a backend only stores and fetches ApiKeys."""
 
+    in_memory = False
+    """Whether ``get`` answers from memory, so the gateway may call it on its event loop."""
+
     @abstractmethod
     def get(self, public_key: str) -> ApiKey | None:
         """The key, enabled or not; None when unknown."""
@@ -252,6 +255,8 @@ class FileKeyStore(KeyStore):
     command line works without restarting the gateway. Writes replace the file
     atomically, so a reader never sees half a file.
     """
+
+    in_memory = True  # a stat of the file, then the cache
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)

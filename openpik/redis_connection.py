@@ -10,8 +10,8 @@ is not used. The Sentinels themselves are reached without a password.
 Replication (OPENPIK_REDIS_WAIT_REPLICAS): Redis replicates asynchronously, so a master that
 dies can take its last writes with it. ``WAIT n timeout`` blocks until n replicas have every
 write *its own connection* made, so each write that must survive a failover is followed by a
-WAIT on the connection that made it (``confirm_replicated``); the gateway answers a TaskUID
-only after that (api.generate.submission).
+WAIT on the connection that made it (``require_replicas`` checks its answer); the gateway
+answers a TaskUID only after that (openpik.task_records.TaskIntake).
 
 Retries: during a failover (a few seconds) the master does not answer. The gateway retries
 for about a second and then answers 150, so its clients retry; a worker retries long enough
@@ -136,25 +136,6 @@ def broker(settings: Settings) -> tuple[str, dict[str, Any]]:
         "socket_timeout": PATIENCE[Role.GATEWAY].socket_timeout_s,
         "socket_connect_timeout": PATIENCE[Role.GATEWAY].connect_timeout_s,
     }
-
-
-def broker_redis(channel: Any) -> redis.Redis:
-    """A client on the connection pool a kombu Redis channel publishes through.
-
-    kombu publishes with a client on ``channel.pool`` and gives the connection back; the pool
-    hands out its most recently returned connection first, so a command right after a publish,
-    by the thread that holds the channel, runs on the connection that published.
-    """
-    return redis.Redis(connection_pool=channel.pool)
-
-
-def confirm_replicated(client: redis.Redis, replicas: int, timeout_ms: int) -> None:
-    """WAIT for ``replicas`` replicas to hold what this connection wrote; NotReplicated if fewer do.
-
-    Call it right after the write, on the client (and so the connection) that made it.
-    """
-    if replicas:
-        require_replicas(client.wait(replicas, timeout_ms), replicas, timeout_ms)
 
 
 def require_replicas(acknowledged: object, replicas: int, timeout_ms: int) -> None:

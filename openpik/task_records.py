@@ -7,10 +7,11 @@ carries only the Job and references.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -28,8 +29,9 @@ TASK_ID_LENGTH = 20
 
 
 def new_task_id() -> str:
-    """20 random lowercase base32 characters: not time-ordered, so not guessable."""
-    return "".join(secrets.choice(TASK_ID_ALPHABET) for _ in range(TASK_ID_LENGTH))
+    """20 random lowercase base32 characters: not time-ordered, so not guessable. The alphabet is
+    base32hex's, so 13 random bytes (104 bits; the first 100 fill the 20 characters) encode in C."""
+    return base64.b32hexencode(secrets.token_bytes(13))[:TASK_ID_LENGTH].decode().lower()
 
 
 def record_key(task_id: str) -> str:
@@ -51,7 +53,7 @@ def owner_queued_key(owner: str) -> str:
 
 
 def idempotency_key(owner: str, request_uuid: str) -> str:
-    """One key's request_uuid -> "<TaskUID> <fingerprint of the request>" (see retry_of)."""
+    """One key's request_uuid -> "<TaskUID> <fingerprint of the request>" (see _SUBMIT_CHECKS)."""
     return f"{PREFIX}idempotency:{owner}:{request_uuid}"
 
 
@@ -156,63 +158,40 @@ def _flat(fields: Mapping[str, object]) -> list[str]:
     return [item for name, value in fields.items() for item in (name, _encode(value))]
 
 
+def _create_args(record: TaskRecord, counts: str, bucket: int, bucket_s: int, ttl_s: int) -> list[EncodableT]:
+    """_CREATE's ARGV up to the images: the record's fields as one JSON object (one argument to
+    encode, not forty), with the counters it names so workers move its count whatever their settings."""
+    return [
+        ttl_s,
+        record.created_at,
+        record.task_id,
+        record.status.value,
+        (bucket + 2) * bucket_s + ttl_s,  # the slice outlives the last record it counts
+        json.dumps({**record.to_hash(), "status_counts": counts}),
+    ]
+
+
 class TaskStore:
-    def __init__(self, client: redis.Redis, ttl_s: int, wait_replicas: int = 0, wait_timeout_ms: int = 0):
+    def __init__(self, client: redis.Redis, ttl_s: int):
         self.redis = client
         self.ttl_s = ttl_s
         self.bucket_s = max(1, ttl_s // STATUS_BUCKETS)
-        self.wait_replicas = wait_replicas
-        self.wait_timeout_ms = wait_timeout_ms
 
     def create(self, record: TaskRecord, images: dict[str, bytes]) -> None:
-        """Write the record and its input images at once (one script), all with the TTL.
-
-        With ``wait_replicas``, a WAIT follows on the same connection (one pipeline): returns
-        only once that many replicas hold the record, else raises NotReplicated. A pipeline
-        retried after a dropped connection runs the script again (it counts a record once)
-        and the WAIT after it, so the WAIT always covers the write it follows.
-        """
+        """Write the record and its input images at once (one script), all with the TTL, and
+        count it: a record as the gateway's submission (TaskIntake) writes it, without a message."""
         record.created_at = record.created_at or time.time()
         bucket = self._bucket(record.created_at)
         counts = status_counts_key(bucket)
         keys = [record_key(record.task_id), counts, queued_key(record.queue), owner_queued_key(record.owner)]
-        # The record names its counters, so workers move the count whatever their settings.
-        fields: dict[EncodableT, EncodableT] = {**record.to_hash(), "status_counts": counts}
-        items = [item for pair in fields.items() for item in pair]
-        # The slice outlives the last record it counts, so transitions never recreate it.
-        counts_until = (bucket + 2) * self.bucket_s + self.ttl_s
-        header: list[EncodableT] = [
-            self.ttl_s,
-            record.created_at,
-            record.task_id,
-            record.status.value,
-            counts_until,
-            len(items),
-        ]
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.eval(
-                _CREATE,
-                len(keys) + len(images),
-                *keys,
-                *[image_key(record.task_id, name) for name in images],
-                *header,
-                *items,
-                *images.values(),
-            )
-            if self.wait_replicas:
-                pipe.wait(self.wait_replicas, self.wait_timeout_ms)
-            replies = pipe.execute()
-        if self.wait_replicas:
-            require_replicas(replies[-1], self.wait_replicas, self.wait_timeout_ms)
-
-    def delete(self, record: TaskRecord, image_names: list[str]) -> None:
-        keys = [record_key(record.task_id)] + [image_key(record.task_id, n) for n in image_names]
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(*keys)
-            pipe.zrem(queued_key(record.queue), record.task_id)
-            pipe.zrem(owner_queued_key(record.owner), record.task_id)
-            pipe.hincrby(status_counts_key(self._bucket(record.created_at)), record.status.value, -1)
-            pipe.execute()
+        self.redis.eval(
+            _CREATE,
+            len(keys) + len(images),
+            *keys,
+            *[image_key(record.task_id, name) for name in images],
+            *_create_args(record, counts, bucket, self.bucket_s, self.ttl_s),
+            *images.values(),
+        )
 
     def count_by_status(self) -> dict[str, int]:
         """Records by status now, from the counters of the live time slices: a few dozen HGETALLs
@@ -245,18 +224,6 @@ class TaskStore:
     def ping(self) -> None:
         """Raises redis.RedisError when the store does not answer."""
         self.redis.ping()
-
-    def retry_of(self, owner: str, request_uuid: str, fingerprint: str, task_id: str, window_s: int) -> str | None:
-        """The task an identical request with this request_uuid created within ``window_s``
-        (this one is a retry of it), else None: then ``task_id`` claims the uuid for the window,
-        replacing a claim made with other parameters. One script, so two retries racing each
-        other cannot both create a task."""
-        earlier = self.redis.eval(_RETRY_OF, 1, idempotency_key(owner, request_uuid), task_id, fingerprint, window_s)
-        return _text(earlier) if isinstance(earlier, bytes | str) else None
-
-    def release_request(self, owner: str, request_uuid: str) -> None:
-        """Free a claim whose task was never stored, so a retry of the request is new."""
-        self.redis.delete(idempotency_key(owner, request_uuid))
 
     def get(self, task_id: str) -> TaskRecord | None:
         raw = self.redis.hgetall(record_key(task_id))
@@ -374,6 +341,116 @@ class TaskWatch:
         return record, rank + 1 if waiting else None
 
 
+class Refusal(StrEnum):
+    """Why TaskIntake.submit stored nothing (the gateway answers with the matching error)."""
+
+    QUEUE_FULL = "queue-full"
+    """The queue already holds max_queue_depth tasks (LoadShedding)."""
+    TOO_MANY_QUEUED = "too-many-queued"
+    """The key already has max_queued_per_key tasks waiting (TooManyQueued)."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What a submission must pass before it is stored: the backpressure limits (0: off) and,
+    for an idempotent request_uuid, its claim."""
+
+    depth_queue: str
+    """The queue whose depth counts (the model group's), not necessarily the one the task goes to."""
+    max_queue_depth: int = 0
+    max_queued_per_key: int = 0
+    claim_key: str = ""
+    """idempotency_key(owner, request_uuid); "": the submission claims no request_uuid."""
+    fingerprint: str = ""
+    window_s: int = 0
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """TaskIntake.submit's answer: the TaskUID to return, or why nothing was stored."""
+
+    task_id: str = ""
+    """The new task's id, or the earlier task's when the request was a retry of it."""
+    refusal: Refusal | None = None
+
+
+class TaskIntake:
+    """The gateway's submissions on its asyncio client: checks, record, images and the queued
+    message in one script, so one round trip on the event loop and nothing half-written.
+
+    With ``wait_replicas``, a WAIT follows on the same connection (one pipeline): it covers the
+    record and the message alike, and a TaskUID is returned only once that many replicas hold
+    both (NotReplicated otherwise). A pipeline retried after a dropped connection runs the
+    script again: it finds the record and changes nothing, and the WAIT after it still covers
+    the write.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis, ttl_s: int, wait_replicas: int = 0, wait_timeout_ms: int = 0):
+        self.redis = client
+        self.ttl_s = ttl_s
+        self.bucket_s = max(1, ttl_s // STATUS_BUCKETS)
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+
+    async def submit(
+        self, record: TaskRecord, images: dict[str, bytes], admission: Admission, queue_list: str, message: str
+    ) -> Submitted:
+        """Store ``record`` and its images and LPUSH ``message`` onto the Redis list ``queue_list``,
+        unless ``admission`` refuses or names an earlier task this request retries."""
+        record.created_at = record.created_at or time.time()
+        bucket = int(record.created_at // self.bucket_s)
+        counts = status_counts_key(bucket)
+        keys = [record_key(record.task_id), counts, queued_key(record.queue), owner_queued_key(record.owner)]
+        checks: list[EncodableT] = [
+            admission.claim_key,
+            admission.fingerprint,
+            admission.window_s,
+            admission.max_queue_depth,
+            queued_key(admission.depth_queue),
+            admission.max_queued_per_key,
+            record.created_at - self.ttl_s,
+            queue_list,
+            message,
+        ]
+        numkeys = len(keys) + len(images)
+        args: list[EncodableT] = [
+            *keys,
+            *[image_key(record.task_id, name) for name in images],
+            *_create_args(record, counts, bucket, self.bucket_s, self.ttl_s),
+            *images.values(),
+            *checks,
+        ]
+        if self.wait_replicas:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.eval(_SUBMIT, numkeys, *args)
+                pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+                reply, acknowledged = await pipe.execute()
+            require_replicas(acknowledged, self.wait_replicas, self.wait_timeout_ms)
+        else:
+            reply = await self.redis.eval(_SUBMIT, numkeys, *args)
+        outcome, *rest = [_text(part) for part in reply]
+        return _SUBMIT_OUTCOMES[outcome](record.task_id, *rest)
+
+    async def forget(self, record: TaskRecord, image_names: list[str], claim_key: str) -> None:
+        """Undo a submission whose TaskUID will not be returned (its replicas did not confirm it):
+        the record, its images, its place in the waiting sets and counters, its claim. Its message
+        may stay: a worker that takes it finds no record and drops it."""
+        keys = [record_key(record.task_id)] + [image_key(record.task_id, n) for n in image_names]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(*keys, *([claim_key] if claim_key else []))
+            pipe.zrem(queued_key(record.queue), record.task_id)
+            pipe.zrem(owner_queued_key(record.owner), record.task_id)
+            pipe.hincrby(status_counts_key(int(record.created_at // self.bucket_s)), record.status.value, -1)
+            await pipe.execute()
+
+
+_SUBMIT_OUTCOMES: dict[str, Callable[..., Submitted]] = {
+    "created": lambda task_id: Submitted(task_id=task_id),
+    "retry": lambda task_id, earlier: Submitted(task_id=earlier),
+    "refused": lambda task_id, why: Submitted(refusal=Refusal(why)),
+}
+
+
 # Moves the record's count from its old status to `new` in the counters the record names
 # (records written before the counters existed name none).
 _MOVE_STATUS = """
@@ -386,23 +463,64 @@ end
 """
 
 # KEYS: the record, its status counters, its queue's and its owner's waiting sets, then its
-# images. ARGV: TTL, created_at, task id, status, the counters' expiry, the number of record
-# field/value items, those items, then the images' bytes. Counted only when new: a retry of
-# the same write must not count it twice.
+# images. ARGV: TTL, created_at, task id, status, the counters' expiry, the record's fields as a
+# JSON object of strings, then the images' bytes. Counted only when new: a retry of the same
+# write must not count it twice.
 _CREATE = """
-local ttl, created, task, status, counts_until, items = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local ttl, created, task, status, counts_until = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HINCRBY', KEYS[2], status, 1)
   redis.call('EXPIREAT', KEYS[2], counts_until)
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7, 6 + items))
+local items = {}
+for name, value in pairs(cjson.decode(ARGV[6])) do
+  items[#items + 1] = name
+  items[#items + 1] = value
+end
+redis.call('HSET', KEYS[1], unpack(items))
 redis.call('EXPIRE', KEYS[1], ttl)
 for i = 5, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[6 + items + i - 4], 'EX', ttl)
+  redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ttl)
 end
 redis.call('ZADD', KEYS[3], created, task)
 redis.call('ZADD', KEYS[4], created, task)
 """
+
+# The gateway's submission (TaskIntake.submit): _CREATE's KEYS and ARGV, then, after the images,
+# the admission: the claim key ("" for none), the request's fingerprint, the claim's window, the
+# queue depth limit and the waiting set it counts, the per-key limit, the oldest score still
+# counted for the key (older entries belong to lost records and are dropped), then the Celery
+# queue's list and the message. Answers {'created'}, {'retry', earlier task id} or {'refused',
+# why} (Refusal); a refused submission changes nothing. A record that exists already means this
+# very script ran before (a retried pipeline): nothing is written twice, no message pushed twice.
+_SUBMIT_CHECKS = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'created'} end
+local admission = 6 + #KEYS - 4
+local claim_key, fingerprint, window = ARGV[admission + 1], ARGV[admission + 2], ARGV[admission + 3]
+local max_depth, depth_set = tonumber(ARGV[admission + 4]), ARGV[admission + 5]
+local max_per_key, oldest = tonumber(ARGV[admission + 6]), ARGV[admission + 7]
+if claim_key ~= '' then
+  local claimed = redis.call('GET', claim_key)
+  if claimed then
+    local space = string.find(claimed, ' ', 1, true)
+    if string.sub(claimed, space + 1) == fingerprint then return {'retry', string.sub(claimed, 1, space - 1)} end
+  end
+end
+if max_depth > 0 and redis.call('ZCARD', depth_set) >= max_depth then return {'refused', 'queue-full'} end
+if max_per_key > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', oldest)
+  if redis.call('ZCARD', KEYS[4]) >= max_per_key then return {'refused', 'too-many-queued'} end
+end
+if claim_key ~= '' then
+  redis.call('SET', claim_key, ARGV[3] .. ' ' .. fingerprint, 'EX', window)
+end
+"""
+_SUBMIT_PUSH = """
+redis.call('LPUSH', ARGV[admission + 8], ARGV[admission + 9])
+return {'created'}
+"""
+
+_SUBMIT = _SUBMIT_CHECKS + _CREATE + _SUBMIT_PUSH
 
 # The task leaves both waiting sets (its queue's and its owner's) as it starts. A task in an
 # ended status (ARGV[6], ARGV[7]) does not start again: 0 (ALREADY_ENDED), nothing changed.
@@ -452,18 +570,6 @@ end
 return {outcome, redis.call('HGETALL', KEYS[1])}
 """
 )
-
-# KEYS[1]: the claim; ARGV: task id, fingerprint, window. The earlier task id when the claim
-# holds the same fingerprint; otherwise the claim becomes this task's and nothing is returned.
-_RETRY_OF = """
-local claimed = redis.call('GET', KEYS[1])
-if claimed then
-  local space = string.find(claimed, ' ', 1, true)
-  if string.sub(claimed, space + 1) == ARGV[2] then return string.sub(claimed, 1, space - 1) end
-end
-redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[3])
-return false
-"""
 
 # A record with a callback_url is claimed once (the callback_claimed field), never an expired one.
 _CLAIM_CALLBACK = """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio
 import yaml
 
 from api.errors import RateLimited, TooManyQueued
@@ -19,7 +21,7 @@ from openpik.routing import DEFAULT_QUEUE
 from openpik.settings import Settings
 from openpik.task_records import queued_key, rate_limit_key
 from tests.requests import txt2img
-from tests.stack import Gateway, Key, RedisDb, fresh_redis, open_redis, running_stack, stack_settings
+from tests.stack import Gateway, Key, RedisDb, fresh_redis, open_redis, redis_url, running_stack, stack_settings
 
 RETRY_AFTER = re.compile(r"retry after (\d+\.\d) s$")
 LIST_MODELS = {"Action": "ListModels"}
@@ -130,18 +132,32 @@ def test_cli_limit_of_an_unknown_key_exits_2(tmp_path, capsys):
 
 def test_a_bucket_gives_its_burst_then_names_the_wait_and_expires_once_full_again(tmp_path, redis_client):
     keys = FileKeyStore(tmp_path / "keys.yaml")
-    owner = keys.create("alice").public_key
+    key = keys.create("alice")
+    owner = key.public_key
     settings = Settings(rate_limit_generate_per_s=0.5, rate_limit_generate_burst=2)
+
+    def take(bucket: Bucket) -> None:
+        """One token, on an asyncio client as the gateway takes it."""
+
+        async def on_loop() -> None:
+            client = redis.asyncio.Redis.from_url(redis_url(RedisDb.RATE_LIMITS))
+            try:
+                await enforce(client, settings, key, owner, bucket)
+            finally:
+                await client.aclose()
+
+        asyncio.run(on_loop())
+
     for _ in range(2):
-        enforce(redis_client, settings, keys, owner, Bucket.GENERATE)
+        take(Bucket.GENERATE)
     with pytest.raises(RateLimited) as refused:
-        enforce(redis_client, settings, keys, owner, Bucket.GENERATE)
+        take(Bucket.GENERATE)
     assert refused.value.retcode == 180
     assert "may send 0.5 generate requests per second (burst 2)" in refused.value.message
     assert 0 < float(RETRY_AFTER.search(refused.value.message)[1]) <= 2.0  # one token takes 2 s at 0.5/s
     bucket = rate_limit_key(owner, Bucket.GENERATE)
     assert 0 < redis_client.pttl(bucket) <= 4001  # two tokens to refill at 0.5/s, then it is gone
-    enforce(redis_client, settings, keys, owner, Bucket.QUERY)  # queries are off in these settings
+    take(Bucket.QUERY)  # queries are off in these settings
     assert not redis_client.exists(rate_limit_key(owner, Bucket.QUERY))
 
 

@@ -71,7 +71,7 @@ async def open_stream(
     """
     _check_action(fields)
     settings = services.settings
-    owner = await run_in_threadpool(authorize, fields, keys, services.tasks.redis, settings, Bucket.QUERY, True)
+    owner = await authorize(fields, keys, services.loop_redis, settings, Bucket.QUERY, True)
     task_id = _task_uid(fields)
     first = await watch.read(task_id)
     if first is None or first[0].owner != owner:

@@ -1,34 +1,36 @@
 """Submitting a translated request: idempotency, backpressure, the task record, the enqueue.
 
-A TaskUID is returned only once Redis holds both the record and the queued message, and,
-with OPENPIK_REDIS_WAIT_REPLICAS, once that many replicas hold them too (a failover then
-loses no accepted task). A refused or failed submission leaves neither behind (nor a claimed
-request_uuid). When the replicas do not confirm in time the client gets 150 and the record
-is deleted: a worker that takes the message anyway finds no record and drops it (as for an
-expired one), so a task whose TaskUID was never returned runs unseen at most, and never
-shows up in a query or a count. Were Redis down for that delete, the record expires.
+All of it is one script on the gateway's asyncio Redis client (openpik.task_records.TaskIntake):
+one round trip on the event loop per submission, no thread. The Celery message is built here
+(api.generate.celery_message) and pushed by the same script, so a TaskUID is returned only once
+Redis holds both the record and the queued message, and, with OPENPIK_REDIS_WAIT_REPLICAS, once
+that many replicas hold them too (a failover then loses no accepted task). A refused submission
+leaves nothing behind (nor a claimed request_uuid). When the replicas do not confirm in time the
+client gets 150 and the record is deleted: a worker that takes the message anyway finds no record
+and drops it (as for an expired one), so a task whose TaskUID was never returned runs unseen at
+most, and never shows up in a query or a count. Were Redis down for that delete, the record expires.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from celery import Celery
 
-from api.errors import InvalidParameter, LoadShedding, ServiceUnavailable, TooManyQueued
+from api.errors import ApiError, InvalidParameter, LoadShedding, ServiceUnavailable, TooManyQueued
+from api.generate.celery_message import TaskMessages
 from api.generate.serving import Submission
 from openpik.callbacks import CallbackStatus, callback_allowed
 from openpik.job import Job
-from openpik.redis_connection import broker, broker_redis, confirm_replicated
+from openpik.redis_connection import broker
 from openpik.settings import Settings
-from openpik.task_records import TaskRecord, TaskStore, new_task_id
+from openpik.task_records import Admission, Refusal, TaskIntake, TaskRecord, idempotency_key, new_task_id
 
-Enqueue = Callable[[str, Job, str], None]
-"""Publish a Job (its task_id set) as the Celery task named first, to the queue named last;
-raises when the broker did not take it."""
 Route = Callable[[str, Job], str]
 """(the queue of the Job's model group, the Job) -> the queue to publish it to (model-affinity routing)."""
 CallbackPrefixes = Callable[[str], list[str]]
@@ -39,9 +41,10 @@ PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0.2}
 
 
 def celery_publisher(settings: Settings) -> Celery:
-    """The gateway's Celery app, only for publishing: it fails fast instead of retrying when Redis
-    is down, so the client gets ServiceUnavailable and retries itself. Also what the gateway hands
-    openpik.callbacks.notify_task_ended when it ends a task itself."""
+    """The gateway's Celery app: what submissions build their messages with (TaskMessages), and
+    what it hands openpik.callbacks.notify_task_ended when it ends a task itself. That publishing
+    fails fast instead of retrying when Redis is down, so the client gets ServiceUnavailable and
+    retries itself."""
     broker_url, broker_options = broker(settings)
     client = Celery("openpik-api", broker=broker_url)
     client.conf.update(
@@ -51,31 +54,6 @@ def celery_publisher(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s} | broker_options,
     )
     return client
-
-
-def celery_enqueue(settings: Settings, client: Celery | None = None) -> Enqueue:
-    """Publishing through ``client`` (default: a celery_publisher of its own).
-
-    With OPENPIK_REDIS_WAIT_REPLICAS, the message is confirmed by a WAIT on the connection
-    that published it (the producer is held meanwhile, so no other thread uses its channel)."""
-    client = client or celery_publisher(settings)
-
-    def enqueue(task_name: str, job: Job, queue: str) -> None:
-        with client.producer_or_acquire() as producer:
-            client.send_task(
-                task_name,
-                args=[job.model_dump(mode="json")],
-                queue=queue,
-                task_id=job.task_id,
-                retry=True,
-                retry_policy=PUBLISH_RETRY,
-                producer=producer,
-            )
-            confirm_replicated(
-                broker_redis(producer.channel), settings.redis_wait_replicas, settings.redis_wait_timeout_ms
-            )
-
-    return enqueue
 
 
 class Submitter:
@@ -95,37 +73,28 @@ class Submitter:
 
     def __init__(
         self,
-        tasks: TaskStore,
-        enqueue: Enqueue,
+        intake: TaskIntake,
+        messages: TaskMessages,
         max_queue_depth: int = 0,
         max_queued_per_key: int = 0,
         idempotency_window_s: int = 0,
         callback_prefixes: CallbackPrefixes = lambda owner: [],
         route: Route = lambda queue, job: queue,
     ):
-        self.tasks = tasks
-        self.enqueue = enqueue
+        self.intake = intake
+        self.messages = messages
         self.max_queue_depth = max_queue_depth
         self.max_queued_per_key = max_queued_per_key
         self.idempotency_window_s = idempotency_window_s
         self.callback_prefixes = callback_prefixes
         self.route = route
 
-    def submit(self, submission: Submission, action: str, owner: str, body: dict[str, Any]) -> str:
+    async def submit(self, submission: Submission, action: str, owner: str, body: dict[str, Any]) -> str:
+        """The new task's TaskUID (or the earlier one's, for a retried request_uuid); one round trip."""
         self._check_callback(submission.callback_url, owner)
         task_id = new_task_id()
-        request_uuid = self._claimed_uuid(body)
-        if request_uuid:
-            earlier = self.tasks.retry_of(owner, request_uuid, _fingerprint(body), task_id, self.idempotency_window_s)
-            if earlier is not None:
-                return earlier
-        try:
-            self._check_limits(submission.queue, owner)
-        except (LoadShedding, TooManyQueued):
-            if request_uuid:
-                self.tasks.release_request(owner, request_uuid)
-            raise
-        queue = self.route(submission.queue, submission.job)
+        # Model-affinity routing places diffusion Jobs; other jobs go to their group's queue.
+        queue = self.route(submission.queue, submission.job) if isinstance(submission.job, Job) else submission.queue
         record = TaskRecord(
             task_id=task_id,
             owner=owner,
@@ -135,13 +104,17 @@ class Submitter:
             callback_url=submission.callback_url,
             callback_status=CallbackStatus.PENDING.value if submission.callback_url else "",
         )
+        job = submission.job.model_copy(update={"task_id": task_id})
+        message = self.messages.build(submission.task_name, task_id, [job.model_dump(mode="json")], queue)
+        admission = self._admission(submission.queue, owner, body)
         try:
-            self.tasks.create(record, submission.images)
-            self.enqueue(submission.task_name, submission.job.model_copy(update={"task_id": task_id}), queue)
+            submitted = await self.intake.submit(record, submission.images, admission, message.queue, message.payload)
         except Exception as exc:
-            self._forget(record, submission, request_uuid)
+            await self._forget(record, submission, admission.claim_key)
             raise ServiceUnavailable(f"the task queue is unreachable ({type(exc).__name__}); retry later") from exc
-        return task_id
+        if submitted.refusal is not None:
+            raise self._refused(submitted.refusal)
+        return submitted.task_id
 
     def _check_callback(self, url: str, owner: str) -> None:
         if url and not callback_allowed(url, self.callback_prefixes(owner)):
@@ -150,26 +123,31 @@ class Submitter:
                 "(the operator allows prefixes with openpik-keys allow-callback)"
             )
 
-    def _check_limits(self, queue: str, owner: str) -> None:
-        if self.max_queue_depth and self.tasks.queue_depth(queue) >= self.max_queue_depth:
-            raise LoadShedding(f"the queue holds {self.max_queue_depth} tasks or more; retry later")
-        if self.max_queued_per_key and self.tasks.queued_for(owner) >= self.max_queued_per_key:
-            raise TooManyQueued(
+    def _refused(self, refusal: Refusal) -> ApiError:
+        """What the client gets for a refusal of the submit script."""
+        return {
+            Refusal.QUEUE_FULL: LoadShedding(f"the queue holds {self.max_queue_depth} tasks or more; retry later"),
+            Refusal.TOO_MANY_QUEUED: TooManyQueued(
                 f"this key already has {self.max_queued_per_key} tasks waiting; retry when some have started"
-            )
+            ),
+        }[refusal]
 
-    def _claimed_uuid(self, body: dict[str, Any]) -> str | None:
-        """The request_uuid that makes this submission idempotent, if any and if on."""
+    def _admission(self, depth_queue: str, owner: str, body: dict[str, Any]) -> Admission:
+        """The limits, and the claim of the request's request_uuid when it has one and idempotency is on."""
+        limits = Admission(depth_queue, self.max_queue_depth, self.max_queued_per_key)
         request_uuid = body.get("request_uuid")
-        return request_uuid if self.idempotency_window_s and isinstance(request_uuid, str) and request_uuid else None
+        if not (self.idempotency_window_s and isinstance(request_uuid, str) and request_uuid):
+            return limits
+        return replace(
+            limits,
+            claim_key=idempotency_key(owner, request_uuid),
+            fingerprint=_fingerprint(body),
+            window_s=self.idempotency_window_s,
+        )
 
-    def _forget(self, record: TaskRecord, submission: Submission, request_uuid: str | None) -> None:
-        try:
-            self.tasks.delete(record, list(submission.images))
-            if request_uuid:
-                self.tasks.release_request(record.owner, request_uuid)
-        except Exception:  # Redis is down: the record and claim expire with their TTL
-            pass
+    async def _forget(self, record: TaskRecord, submission: Submission, claim_key: str) -> None:
+        with contextlib.suppress(Exception):  # Redis is down: the record and claim expire with their TTL
+            await self.intake.forget(record, list(submission.images), claim_key)
 
 
 def _fingerprint(body: dict[str, Any]) -> str:
