@@ -12,12 +12,14 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
+from api.backgrounds.protocol import BACKGROUND_REQUESTS
 from api.catalog.protocol import CATALOG_REQUESTS
 from api.generate.protocol import GENERATE_REQUESTS
+from api.inpainting.protocol import INPAINTING_REQUESTS
 from api.queries.protocol import QUERY_REQUESTS
 
 REF_TEMPLATE = "#/components/schemas/{model}"
-ALL_REQUESTS = (*GENERATE_REQUESTS, *QUERY_REQUESTS, *CATALOG_REQUESTS)
+ALL_REQUESTS = (*GENERATE_REQUESTS, *BACKGROUND_REQUESTS, *INPAINTING_REQUESTS, *QUERY_REQUESTS, *CATALOG_REQUESTS)
 
 
 @cache

@@ -7,6 +7,7 @@ file. Errors name the file, the entry and the field.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,6 +69,11 @@ class MainModel(_Owned):
     defaults: InferenceDefaults = InferenceDefaults()
     vae: int | None = Field(default=None, description="Id of the default VAE")
     group: str = DEFAULT_GROUP
+    inpainting: bool = Field(
+        default=False,
+        description="An inpainting checkpoint (a 9-channel UNet): it serves only masked requests "
+        "(RemoveContents, GenerateBackgrounds, GenerateImages with Image2Image.MaskIndex)",
+    )
 
     @property
     def format(self) -> Literal["diffusers", "single_file"]:
@@ -108,6 +114,9 @@ class ControlNet(_Owned):
     name: str
     path: Path
     architecture: Architecture = "sd15"
+    inpaint: bool = Field(
+        default=False, description="An inpaint ControlNet: in a masked request its control map is the masked image"
+    )
 
 
 class PreprocessorParam(_Entry):
@@ -160,6 +169,17 @@ class Preset(_Entry):
     resize_mode: vocab.ResizeMode = "CropAndResize"
 
 
+class BackgroundRemover(_Entry):
+    """A segmentation model for RemoveBackground: an ONNX file with u2net's inputs and outputs
+    (rembg's u2net, u2netp, silueta or isnet-general-use releases)."""
+
+    id: int = Field(ge=1)
+    name: str
+    path: Path = Field(description="The .onnx file")
+    group: str = Field(default=DEFAULT_GROUP, description="Its tasks queue on openpik.<group> (e.g. editing)")
+    default: bool = Field(default=False, description="The remover the actions use (default: the first)")
+
+
 class Catalog(_Entry):
     version: Literal[1] = 1
     annotators_dir: Path | None = None
@@ -170,9 +190,17 @@ class Catalog(_Entry):
     controlnets: list[ControlNet] = []
     preprocessors: list[Preprocessor] = []
     presets: list[Preset] = []
+    remove_contents_model: int | None = Field(
+        default=None, description="Id of the main model RemoveContents paints with (None: RemoveContents is off)"
+    )
+    background_removers: list[BackgroundRemover] = []
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Catalog:
+        _require_unique("background_removers", self.background_removers, "id")
+        defaults = [i for i, remover in enumerate(self.background_removers) if remover.default]
+        if len(defaults) > 1:
+            raise ValueError(f"background_removers[{defaults[1]}].default: only one remover may be the default")
         for kind in ("main_models", "vaes", "loras", "controlnets", "preprocessors", "presets"):
             _require_unique(kind, getattr(self, kind), "id")
             if kind != "presets":
@@ -181,6 +209,10 @@ class Catalog(_Entry):
         for i, model in enumerate(self.main_models):
             if model.vae is not None and model.vae not in vae_ids:
                 raise ValueError(f"main_models[{i}] (id {model.id}).vae: no VAE with id {model.vae}")
+        wanted = self.remove_contents_model
+        painter = self.main_model(wanted) if wanted is not None else None
+        if wanted is not None and (painter is None or painter.owner is not None):
+            raise ValueError(f"remove_contents_model: no operator main model (one without owner) with id {wanted}")
         controlnet_ids = {c.id for c in self.controlnets}
         for i, preset in enumerate(self.presets):
             where = f"presets[{i}] (id {preset.id})"
@@ -218,6 +250,13 @@ class Catalog(_Entry):
             raise LookupError(f"no preset with id {preset_id} in the catalog")
         return found
 
+    @property
+    def background_remover(self) -> BackgroundRemover | None:
+        """The remover RemoveBackground uses: the one marked default, else the first; None: none installed."""
+        return next((r for r in self.background_removers if r.default), None) or next(
+            iter(self.background_removers), None
+        )
+
     def referenced_files(self) -> list[tuple[str, Path]]:
         """(entry label, path) for every file or folder the catalog points to."""
         files = [(f"main_models id {m.id}", m.path) for m in self.main_models]
@@ -225,6 +264,7 @@ class Catalog(_Entry):
         files += [(f"vaes id {v.id}", v.path) for v in self.vaes]
         files += [(f"loras id {lo.id}", lo.path) for lo in self.loras]
         files += [(f"controlnets id {c.id}", c.path) for c in self.controlnets]
+        files += [(f"background_removers id {r.id}", r.path) for r in self.background_removers]
         files += [("translator", self.translator)] if self.translator else []
         return files
 
@@ -243,7 +283,7 @@ def _check_preset_params(where: str, preset: Preset, preprocessor: Preprocessor)
             )
 
 
-def _require_unique(kind: str, entries: list[BaseModel], field: str) -> None:
+def _require_unique(kind: str, entries: Sequence[BaseModel], field: str) -> None:
     seen: dict[object, int] = {}
     for i, entry in enumerate(entries):
         value = getattr(entry, field)
@@ -309,5 +349,6 @@ def _absolute(catalog: Catalog, base: Path) -> Catalog:
             "vaes": [fix(v, "path") for v in catalog.vaes],
             "loras": [fix(lo, "path") for lo in catalog.loras],
             "controlnets": [fix(c, "path") for c in catalog.controlnets],
+            "background_removers": [fix(r, "path") for r in catalog.background_removers],
         }
     )

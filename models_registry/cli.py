@@ -104,6 +104,10 @@ def _list(catalog: Catalog) -> int:
     for preset in catalog.presets:
         uses = f"controlnet {preset.controlnet}, preprocessor {preset.preprocessor}"
         print(f"{'presets':14} {preset.id:4}  {uses}  {preset.name}")
+    default = catalog.background_remover
+    for remover in catalog.background_removers:
+        mark = " (default)" if remover is default else ""
+        print(f"{'removers':14} {remover.id:4}  {'group ' + remover.group:28} {remover.name}{mark}")
     return 0
 
 

@@ -24,6 +24,8 @@ KINDS = {"main": "main_models", "lora": "loras", "controlnet": "controlnets", "v
 FOLDER_CLASSES = {
     "StableDiffusionPipeline": "main",
     "StableDiffusionXLPipeline": "main",
+    "StableDiffusionInpaintPipeline": "main",
+    "StableDiffusionXLInpaintPipeline": "main",
     "ControlNetModel": "controlnet",
     "AutoencoderKL": "vae",
 }
@@ -45,7 +47,13 @@ DEFAULT_MAIN_PARAMS = {"steps": 20, "sampler": "Euler a", "cfg_scale": 7.0, "cli
 PIPELINE_ARCHITECTURES: dict[str, Architecture] = {
     "StableDiffusionPipeline": "sd15",
     "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusionInpaintPipeline": "sd15",
+    "StableDiffusionXLInpaintPipeline": "sdxl",
 }
+# An inpainting checkpoint's UNet reads 9 channels (latents, mask, masked image's latents):
+# its first convolution, in a single file, or its config's in_channels, in a folder.
+INPAINTING_IN_CHANNELS = 9
+SINGLE_FILE_UNET_INPUT = "model.diffusion_model.input_blocks.0.0.weight"
 # A diffusers ControlNet folder, by a (field, value) of its config: SDXL's has the size
 # conditioning ("text_time") add embedding, SD1.5's none.
 CONTROLNET_CONFIG_MARKERS: tuple[tuple[str, object, Architecture], ...] = (
@@ -153,6 +161,17 @@ def _cross_attention_architecture(shapes: dict[str, list[int]]) -> Architecture 
     return next((CROSS_ATTENTION_WIDTHS[w] for w in widths if w in CROSS_ATTENTION_WIDTHS), None)
 
 
+def is_inpainting(path: Path) -> bool:
+    """Whether a main model (folder or single file) is an inpainting checkpoint (a 9-channel UNet)."""
+    if path.is_dir():
+        unet_config = path / "unet" / "config.json"
+        return (
+            unet_config.is_file() and json.loads(unet_config.read_text()).get("in_channels") == INPAINTING_IN_CHANNELS
+        )
+    shape = safetensors_shapes(path).get(SINGLE_FILE_UNET_INPUT, [])
+    return len(shape) > 1 and shape[1] == INPAINTING_IN_CHANNELS
+
+
 def add_to_catalog(
     catalog_file: Path,
     path: Path,
@@ -184,6 +203,7 @@ def add_to_catalog(
         entry["architecture"] = architecture or detect_architecture(path, kind)
     if kind == "main":
         entry["defaults"] = dict(DEFAULT_MAIN_PARAMS)
+        entry |= {"inpainting": True} if is_inpainting(path) else {}
     if config is not None:
         entry["config"] = _relative(config.resolve(), catalog_file.parent)
     entry |= {k: v for k, v in extra.items() if v is not None}

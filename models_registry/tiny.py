@@ -17,6 +17,12 @@ import yaml
 
 from models_registry.catalog import Catalog, load_catalog
 from models_registry.tiny_annotators import write_tiny_annotators
+from models_registry.tiny_inpainting import (
+    REMOVE_CONTENTS_MODEL,
+    build_tiny_inpainting_models,
+    tiny_inpainting_catalog_entries,
+)
+from models_registry.tiny_segmentation import build_tiny_segmentation
 from models_registry.tiny_translator import build_tiny_translator
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "configs" / "catalog.yaml"
@@ -45,6 +51,7 @@ SD15_DDIM_FLAGS = {"clip_sample": False, "set_alpha_to_one": False}
 # The tiny catalog's main models: (id, model_code, seed, default VAE id)
 TINY_MAIN_MODELS = [(1, "tiny-sd15-a", 1, 1), (2, "tiny-sd15-b", 2, None)]
 SINGLE_FILE_ID = 3  # the single-file (LDM layout) twin of main model 1
+TINY_REMOVER_PATH = "remover/tiny-remover.onnx"
 TINY_VAE_SEED = 3
 # (id, model_code, layout, targets): LoRAs in both on-disk layouts
 TINY_LORAS = [
@@ -80,8 +87,10 @@ def build_tiny_models(out_dir: Path) -> Path:
     for lora_id, code, layout, targets in TINY_LORAS:
         write_lora(base, out_dir / "lora" / f"{code}.safetensors", seed=200 + lora_id, layout=layout, targets=targets)
     _build_tiny_sdxl_models(out_dir)
+    build_tiny_inpainting_models(out_dir)
     write_tiny_annotators(out_dir / "annotators")
     build_tiny_translator(out_dir / "translator")
+    build_tiny_segmentation(out_dir / TINY_REMOVER_PATH)
 
     catalog_file = out_dir / "catalog.yaml"
     catalog_file.write_text(yaml.safe_dump(tiny_catalog_dict(default), sort_keys=False))
@@ -134,7 +143,7 @@ def tiny_catalog_dict(default: Catalog) -> dict:
             "defaults": defaults,
         }
     )
-    main_models += sdxl["main_models"]
+    main_models += sdxl["main_models"] + tiny_inpainting_catalog_entries(defaults)
     return {
         "version": 1,
         "annotators_dir": "annotators",
@@ -154,11 +163,14 @@ def tiny_catalog_dict(default: Catalog) -> dict:
         + sdxl["loras"],
         "controlnets": [
             {"id": c.id, "model_code": c.model_code, "name": c.name, "path": f"controlnet/{c.model_code}"}
+            | ({"inpaint": True} if c.inpaint else {})
             for c in default.controlnets
         ]
         + sdxl["controlnets"],
         "preprocessors": [p.model_dump(mode="json", exclude_defaults=True) for p in default.preprocessors],
         "presets": [p.model_dump(mode="json", exclude_defaults=True) for p in default.presets],
+        "remove_contents_model": REMOVE_CONTENTS_MODEL,
+        "background_removers": [{"id": 1, "name": "Tiny remover (brightness)", "path": TINY_REMOVER_PATH}],
     }
 
 

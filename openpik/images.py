@@ -47,3 +47,8 @@ def open_stored_image(data: bytes) -> Image.Image:
     image = open_image(data)
     load_upright(image)
     return image
+
+
+def has_alpha(image: Image.Image) -> bool:
+    """Whether the image carries transparency: an alpha channel or a transparent palette entry or colour."""
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info

@@ -13,20 +13,30 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from openpik.families import Architecture
 from openpik.vocabulary import (
+    DEFAULT_BACKGROUND_THRESHOLD,
     DEFAULT_CFG_SCALE,
     DEFAULT_CLIP_SKIP,
     DEFAULT_CONTROL_WEIGHT,
+    DEFAULT_ERODE_SIZE,
+    DEFAULT_FOREGROUND_THRESHOLD,
+    DEFAULT_HAIR_OPTIMIZATION,
     DEFAULT_SAMPLER,
     DEFAULT_SIZE,
     DEFAULT_STEPS,
+    MAX_BACKGROUND_IMAGES,
     MAX_CONTROLNETS,
+    AlphaThreshold,
     BatchSize,
     CfgScale,
     ClipSkip,
     ControlMode,
     ControlWeight,
+    ErodeSize,
     Fraction,
+    HairOptimization,
     LoraWeight,
+    MaskBlur,
+    MaskSource,
     ResizeMode,
     Seed,
     Steps,
@@ -85,6 +95,11 @@ class ControlUnit(_Frozen):
     end: Fraction = 1.0
     mode: ControlMode = "Balanced"
     resize_mode: ResizeMode = "JustResize"
+    masked_control: bool = Field(
+        default=False,
+        description="An inpaint ControlNet: with a mask, its control map is its image with the masked "
+        "pixels set to -1 (what such ControlNets were trained on)",
+    )
 
     @model_validator(mode="after")
     def _window_ordered(self) -> ControlUnit:
@@ -115,11 +130,65 @@ class Job(_Frozen):
     loras: tuple[LoraRef, ...] = ()
     controlnets: tuple[ControlUnit, ...] = Field(default=(), max_length=MAX_CONTROLNETS)
     tileable: bool = False
+    mask_image: ImageKey | None = Field(
+        default=None, description="Inpainting: what to repaint of init_image (the rest is composited back)"
+    )
+    mask_source: MaskSource = "luminance"
+    invert_mask: bool = False
+    mask_blur: MaskBlur = 0
+    background_image: ImageKey | None = Field(
+        default=None, description="What shows through init_image's transparent pixels (None: mid-grey)"
+    )
+    output_size: tuple[int, int] | None = Field(
+        default=None,
+        description="The result's (width, height) when it is not width x height (an input's exact size, "
+        "not a multiple of 8): generated at width x height, resized to this, then composited",
+    )
+
+    @model_validator(mode="after")
+    def _inpainting_has_an_image(self) -> Job:
+        if (self.mask_image or self.background_image) and self.init_image is None:
+            raise ValueError("mask_image and background_image need init_image")
+        return self
 
     @property
     def image_keys(self) -> list[ImageKey]:
-        keys = [self.init_image] if self.init_image else []
-        return keys + [unit.image for unit in self.controlnets]
+        keys = [self.init_image, self.mask_image, self.background_image, *(unit.image for unit in self.controlnets)]
+        return list(dict.fromkeys(key for key in keys if key))
+
+
+class RemoverRef(_Frozen):
+    """A background remover (catalog ``background_removers``) resolved to its ONNX file."""
+
+    remover_id: int
+    path: str
+
+
+Box = tuple[int, int, int, int]
+"""x1, y1, x2, y2 in pixels: the subject lies in x1 <= x < x2, y1 <= y < y2 (PIL's crop box)."""
+
+
+class BackgroundJob(_Frozen):
+    """RemoveBackground / RemoveBackgroundsInBatch: one cut-out (or mask) per input image, in order."""
+
+    version: Literal[1] = JOB_VERSION
+    task_id: str = ""
+    remover: RemoverRef
+    images: tuple[ImageKey, ...] = Field(min_length=1, max_length=MAX_BACKGROUND_IMAGES)
+    box: Box | None = Field(default=None, description="None: the whole image may be subject")
+    erode_size: ErodeSize = DEFAULT_ERODE_SIZE
+    foreground_threshold: AlphaThreshold = DEFAULT_FOREGROUND_THRESHOLD
+    background_threshold: AlphaThreshold = DEFAULT_BACKGROUND_THRESHOLD
+    hair_optimization: HairOptimization = DEFAULT_HAIR_OPTIMIZATION
+    only_mask: bool = Field(default=False, description="True: the alpha alone, as an L image")
+
+    @property
+    def image_keys(self) -> list[ImageKey]:
+        return list(self.images)
+
+
+QueuedJob = Job | BackgroundJob
+"""Every message the gateway queues; the Celery task name says which one a worker receives."""
 
 
 def round_dimension(value: int) -> int:

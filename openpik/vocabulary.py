@@ -60,6 +60,36 @@ DEFAULT_CONTROL_MODE: ControlMode = "Balanced"
 DEFAULT_RESIZE_MODE: ResizeMode = "ResizeAndFill"
 """What GenerateImages uses when a unit sends no ResizeMode (spec 3.2)."""
 
+# --- inpainting (RemoveContents, GenerateBackgrounds, GenerateImages' MaskIndex) ----------
+
+MaskBlur = Annotated[int, Interval(ge=0, le=64)]
+"""The Gaussian blur (sigma, pixels) that softens a mask's edge before compositing (A1111's mask blur)."""
+MaskSource = Literal["luminance", "transparency"]
+"""What of the mask image says "repaint": its brightness (white, a drawn mask) or its
+transparency (a foreground PNG, whose transparent area is the background to generate)."""
+DEFAULT_MASK_BLUR = 12
+"""RemoveContents' MaskBlur default (spec 9)."""
+IMAGE2IMAGE_MASK_BLUR = 4
+"""The blur of GenerateImages' Image2Image.MaskIndex masks (no wire field sets it): A1111's inpainting default."""
+DEFAULT_PAINT_STRENGTH = 1.0
+"""Strength of RemoveContents and of GenerateBackgrounds without a reference background: the
+repainted area starts from pure noise (nothing of what was there is kept)."""
+
+# --- background removal (RemoveBackground, RemoveBackgroundsInBatch) ---------------------
+
+HairOptimization = Literal["auto", "on", "off"]
+"""Whether the uncertain band of a subject's alpha is alpha-matted: always (on), never (off: the
+band keeps the model's soft alpha), or when the band is wide enough to matter (auto)."""
+ErodeSize = Annotated[int, Interval(ge=0, le=40)]
+"""Pixels the sure foreground and background are eroded by before matting."""
+AlphaThreshold = Annotated[int, Interval(ge=0, le=255)]
+MAX_BACKGROUND_IMAGES = 16
+"""RemoveBackgroundsInBatch's most images in one task."""
+DEFAULT_ERODE_SIZE = 15
+DEFAULT_FOREGROUND_THRESHOLD = 240
+DEFAULT_BACKGROUND_THRESHOLD = 15
+DEFAULT_HAIR_OPTIMIZATION: HairOptimization = "auto"
+
 # --- task statuses -----------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from api.actions import ACTIONS
+from openpik.keys import Bucket
 from openpik.routing import DEFAULT_QUEUE
 from openpik.task_records import TASK_ID_LENGTH, record_key
 from tests.requests import PNG, custom_unit, img2img, txt2img
@@ -37,7 +38,8 @@ from tests.stack import KEY_A, RedisDb, redis_fixture, running_stack, signed, st
 pytestmark = [pytest.mark.stack, pytest.mark.models]
 
 TASK_RECORDS = record_key("?" * TASK_ID_LENGTH)  # task ids are 20 characters; image keys are longer
-GENERATE_ACTIONS = {"GenerateImg2Img", "GenerateTxt2Img", "GenerateImages"}
+GENERATE_ACTIONS = {name for name, action in ACTIONS.items() if action.bucket == Bucket.GENERATE}
+"""Every action that queues a task."""
 CASES = int(os.environ.get("OPENPIK_FUZZ_CASES", "500"))
 
 # Requests the generators would almost never make: valid ones (a decodable image, catalog
@@ -66,7 +68,15 @@ SEEDED_BODIES = [
             }
         ],
     },
-    {"Action": "RemoveBackground"},
+    {"Action": "RemoveBackground", "RawImage": PNG, "Box": [0, 0, 32, 32], "HairOptimization": "off"},
+    {"Action": "RemoveContents", "RawImage": PNG, "Mask": PNG, "InvertMask": True, "MaskBlur": 4},
+    {
+        "Action": "GenerateBackgrounds",
+        "MainModel": {"ModelCode": "tiny-sd15-a"},
+        "ImageList": [PNG],
+        "TransparentForeground": {"ImageIndex": 0},
+    },
+    {"Action": "RemoveWatermark"},
 ]
 
 

@@ -78,7 +78,7 @@ def test_accepted_generate_returns_a_task_uid_and_echoes_the_envelope(gateway, r
     [
         ({"PublicKey": KEY_A.public}, 160),
         ({"Action": "", "PublicKey": KEY_A.public}, 160),
-        ({"Action": "RemoveBackground"}, 161),
+        ({"Action": "RemoveWatermark"}, 161),
         ({"Action": "StartPicpikApp"}, 161),
     ],
 )
@@ -387,6 +387,10 @@ def test_openapi_describes_every_action_body(gateway):
         "GenerateImg2Img",
         "GenerateTxt2Img",
         "GenerateImages",
+        "RemoveBackground",
+        "RemoveBackgroundsInBatch",
+        "RemoveContents",
+        "GenerateBackgrounds",
         "GetGenerateTaskDetail",
         "ListGenerateTaskDetail",
         "ListTasksDetails",

@@ -19,6 +19,7 @@ from worker.controlnet import ControlNetCache, ModedControlNet
 from worker.errors import InvalidInputError, ModelLoadError, TaskError
 from worker.families import CONTROL_IMAGE_ARGUMENT, RUNTIMES, PipelineKind, pipeline_kind
 from worker.interface import GenerationResult, ProgressHook, image_seeds
+from worker.masks import Inpainting, inpainting
 from worker.pipeline_cache import LoadedModel, PipelineCache, default_budget_bytes
 from worker.preprocessors import PreprocessorError, Preprocessors, PreprocessorSetupError, UnreadableImageError
 from worker.prompts import prompt_arguments
@@ -100,12 +101,18 @@ class Engine:
     def run(
         self, job: Job, images: Mapping[str, Image.Image], on_progress: ProgressHook | None = None
     ) -> GenerationResult:
+        painting = _inpainting(job, images)
+        if painting is not None and painting.empty:
+            return GenerationResult(
+                images=[painting.canvas.copy() for _ in range(job.batch_size)],
+                seeds=image_seeds(job.seed, job.batch_size),
+            )
         if job.translate_prompts and any(map(needs_translation, (job.prompt, job.negative_prompt))):
             job = self.translator.translate_job(job)  # loaded on the first prompt that needs it, not before
         loaded = self.cache.model(job.model)
         self.cache.select_loras(loaded, job.loras)
         seeds = image_seeds(job.seed, job.batch_size)
-        control = self._control_arguments(job, images)
+        control = self._control_arguments(job, images, painting)
         prompts = prompt_arguments(
             loaded.pipe, job.model.architecture, job.prompt, job.negative_prompt, job.clip_skip, self.prompt_weighting
         )
@@ -113,11 +120,13 @@ class Engine:
         results: list[Image.Image] = []
         for index, chunk in enumerate(chunks):
             pipe = self._pipeline(job, loaded, chunk[0])
-            call = self._call_arguments(job, images, chunk) | prompts | control
+            call = self._call_arguments(job, images, chunk, painting) | prompts | control
             if on_progress:
                 call["callback_on_step_end"] = _progress_callback(on_progress, index, len(chunks))
             with torch.inference_mode(), circular_padding(_convolution_models(pipe), enabled=job.tileable):
                 results += pipe(**call).images
+        if painting is not None:
+            results = [painting.composite(image) for image in results]
         return GenerationResult(images=results, seeds=seeds)
 
     def _pipeline(self, job: Job, loaded: LoadedModel, seed: int):
@@ -146,21 +155,32 @@ class Engine:
         pipe.vae.enable_tiling() if large else pipe.vae.disable_tiling()
         return pipe
 
-    def _control_arguments(self, job: Job, images: Mapping[str, Image.Image]) -> dict:
+    def _control_arguments(
+        self, job: Job, images: Mapping[str, Image.Image], painting: Inpainting | None = None
+    ) -> dict:
         if not job.controlnets:
             return {}
         units = job.controlnets
         return {
-            CONTROL_IMAGE_ARGUMENT[_kind(job)]: [
-                control_map(self.preprocessors, u, _input_image(images, u.image), (job.width, job.height))
-                for u in units
-            ],
+            CONTROL_IMAGE_ARGUMENT[_kind(job)]: [self._unit_map(job, images, u, painting) for u in units],
             "controlnet_conditioning_scale": [u.weight for u in units],
             "control_guidance_start": [u.start for u in units],
             "control_guidance_end": [u.end for u in units],
         }
 
-    def _call_arguments(self, job: Job, images: Mapping[str, Image.Image], seeds: list[int]) -> dict:
+    def _unit_map(
+        self, job: Job, images: Mapping[str, Image.Image], unit: ControlUnit, painting: Inpainting | None
+    ) -> Image.Image | torch.Tensor:
+        """A unit's control map; an inpaint ControlNet's, when inpainting, has -1 where the mask
+        repaints (a tensor: a PIL image cannot hold -1)."""
+        fitted = control_map(self.preprocessors, unit, _input_image(images, unit.image), (job.width, job.height))
+        if painting is None or not unit.masked_control:
+            return fitted
+        return torch.from_numpy(painting.control_map(fitted)).permute(2, 0, 1).unsqueeze(0)
+
+    def _call_arguments(
+        self, job: Job, images: Mapping[str, Image.Image], seeds: list[int], painting: Inpainting | None = None
+    ) -> dict:
         call = dict(
             num_inference_steps=job.steps,
             guidance_scale=job.cfg_scale,
@@ -169,6 +189,15 @@ class Engine:
         ) | RUNTIMES[job.model.architecture].size_conditioning(job.width, job.height)
         if job.init_image is None:
             return call | dict(width=job.width, height=job.height)
+        if painting is not None:
+            size = (job.width, job.height)
+            return call | dict(
+                image=painting.pipeline_image(size),
+                mask_image=painting.pipeline_mask(size),
+                width=job.width,
+                height=job.height,
+                strength=effective_strength(job.strength, job.steps),
+            )
         init = fit(_input_image(images, job.init_image), (job.width, job.height), job.init_resize_mode)
         return call | dict(image=init, strength=effective_strength(job.strength, job.steps))
 
@@ -185,13 +214,26 @@ def control_map(
 
 
 def _kind(job: Job) -> PipelineKind:
-    return pipeline_kind(job.init_image is not None, False, bool(job.controlnets))
+    return pipeline_kind(job.init_image is not None, job.mask_image is not None, bool(job.controlnets))
+
+
+def _inpainting(job: Job, images: Mapping[str, Image.Image]) -> Inpainting | None:
+    """A masked Job's canvas and soft mask (worker/masks.py); None for other Jobs."""
+    if job.init_image is None or job.mask_image is None:
+        return None
+    background = _input_image(images, job.background_image) if job.background_image else None
+    return inpainting(job, _stored(images, job.init_image), _stored(images, job.mask_image), background)
 
 
 def _input_image(images: Mapping[str, Image.Image], key: str) -> Image.Image:
+    return _stored(images, key).convert("RGB")
+
+
+def _stored(images: Mapping[str, Image.Image], key: str) -> Image.Image:
+    """An input image as stored (its alpha kept)."""
     if key not in images:
         raise InvalidInputError(f"input image {key!r} is missing (expired or never stored)")
-    return images[key].convert("RGB")
+    return images[key]
 
 
 def _convolution_models(pipe) -> list[torch.nn.Module]:

@@ -209,6 +209,9 @@ class Image2ImageSpec(WireModel):
     ImageIndex: int = Field(ge=0)
     ReferStrength: vocab.Fraction = Field(default=0.3, description="same meaning as ReferenceScale")
     ResizeMode: Annotated[vocab.ResizeMode, EMPTY_IS_DEFAULT] = vocab.DEFAULT_RESIZE_MODE
+    MaskIndex: int | None = Field(
+        default=None, ge=0, description="ours: a mask in ImageAndMaskList, white = repaint (inpainting, spec 9)"
+    )
 
 
 class GenerateImagesRequest(SignedRequest):
@@ -232,6 +235,13 @@ class GenerateImagesRequest(SignedRequest):
     ImageAndMaskList: list[str] = Field(default=[], max_length=8)
     Tileable: bool = False
     CallbackUrl: CallbackUrlField = None
+
+    images_field: ClassVar[str] = "ImageAndMaskList"
+    """The wire name of the list the ImageIndex and MaskIndex fields point into."""
+
+    @property
+    def image_list(self) -> list[str]:
+        return self.ImageAndMaskList
 
 
 GENERATE_REQUESTS = (GenerateImg2ImgRequest, GenerateTxt2ImgRequest, GenerateImagesRequest)

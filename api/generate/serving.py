@@ -21,8 +21,9 @@ from api.images import decode_image
 from api.protocol_base import wire_param_name
 from models_registry.catalog import Catalog, ControlNet, Lora, MainModel, Preprocessor
 from models_registry.resolve import control_unit, default_vae_ref, lora_ref, model_ref, preset_unit
+from openpik import vocabulary as vocab
 from openpik.callbacks import CallbackUrlError, normalized_url
-from openpik.job import ControlUnit, Job, LoraRef, round_dimension
+from openpik.job import ControlUnit, Job, LoraRef, QueuedJob, round_dimension
 from openpik.routing import GENERATE_TASK, queue_name
 from openpik.samplers import UnknownSamplerError, canonical_sampler
 from openpik.settings import Settings
@@ -34,9 +35,9 @@ PROMPT_SEPARATOR = ", "
 
 @dataclass
 class Submission:
-    """A validated request: the Job, its decoded input images, and where it queues."""
+    """A validated request: the Job (or BackgroundJob), its decoded input images, and where it queues."""
 
-    job: Job
+    job: QueuedJob
     queue: str
     images: dict[str, bytes] = field(default_factory=dict)
     task_name: str = GENERATE_TASK
@@ -84,6 +85,10 @@ def translate_legacy(request: LegacyRequest, catalog: Catalog, owner: str, setti
         clip_skip=request.ClipSkip,
         loras=_legacy_loras(request, catalog, model, owner),
     )
+    if model.inpainting:
+        raise InvalidParameter(
+            f"MainModelId: {model.id} is an inpainting checkpoint; use it through GenerateImages with a mask"
+        )
     if isinstance(request, GenerateImg2ImgRequest) and request.ReferenceImage:
         fields |= dict(
             init_image=images.add("init", request.ReferenceImage, "ReferenceImage"),
@@ -172,10 +177,24 @@ def _legacy_preprocessor(catalog: Catalog, preprocessor_id: int | str | None, wh
 
 
 def translate_images(request: GenerateImagesRequest, catalog: Catalog, owner: str, settings: Settings) -> Submission:
+    model, fields, images = images_fields(request, catalog, owner, settings)
+    return images_submission(request, model, fields, images, catalog, settings)
+
+
+def images_fields(
+    request: GenerateImagesRequest,
+    catalog: Catalog,
+    owner: str,
+    settings: Settings,
+    default_size: tuple[int, int] | None = None,
+) -> tuple[MainModel, dict[str, Any], _Images]:
+    """GenerateImages' Job fields and images (GenerateBackgrounds adds its own to them);
+    ``default_size``: Width x Height when the request sends none (else the model's native size)."""
     model = _model_by_code(catalog, request.MainModel.ModelCode, owner)
     params = request.MainModel.InferenceParams
     defaults = model.defaults
     images = _Images(settings.max_image_pixels)
+    width, height = default_size or model.size
     fields = _shared_fields(
         catalog,
         model,
@@ -183,8 +202,8 @@ def translate_images(request: GenerateImagesRequest, catalog: Catalog, owner: st
         positive=request.PositivePrompts,
         negative=request.NegativePrompts,
         sampler=(params.Sampler or defaults.sampler, "MainModel.InferenceParams.Sampler"),
-        width=request.Width or model.size[0],
-        height=request.Height or model.size[1],
+        width=request.Width or width,
+        height=request.Height or height,
         translate=request.TranslatePrompts,
     ) | dict(
         steps=params.Steps or defaults.steps,
@@ -196,16 +215,36 @@ def translate_images(request: GenerateImagesRequest, catalog: Catalog, owner: st
         loras=_current_loras(request, catalog, model, owner),
     )
     if request.Image2Image is not None:
-        index = _image_index(request, request.Image2Image.ImageIndex, "Image2Image.ImageIndex")
+        init = request.Image2Image
         fields |= dict(
-            init_image=images.add(f"image{index}", request.ImageAndMaskList[index], f"ImageAndMaskList[{index}]"),
-            strength=1.0 - request.Image2Image.ReferStrength,
-            init_resize_mode=request.Image2Image.ResizeMode,
+            init_image=_indexed_image(request, init.ImageIndex, "Image2Image.ImageIndex", images),
+            strength=1.0 - init.ReferStrength,
+            init_resize_mode=init.ResizeMode,
         )
+        if init.MaskIndex is not None:
+            mask = _indexed_image(request, init.MaskIndex, "Image2Image.MaskIndex", images)
+            fields |= dict(mask_image=mask, mask_blur=vocab.IMAGE2IMAGE_MASK_BLUR)
     fields["controlnets"] = tuple(
         _current_unit(catalog, model, item, f"ControlNetList[{i}]", request, images, owner, settings.strict_fields)
         for i, item in enumerate(request.ControlNetList)
     )
+    return model, fields, images
+
+
+def images_submission(
+    request: GenerateImagesRequest,
+    model: MainModel,
+    fields: dict[str, Any],
+    images: _Images,
+    catalog: Catalog,
+    settings: Settings,
+) -> Submission:
+    """The Submission of GenerateImages' (or GenerateBackgrounds') Job fields."""
+    if model.inpainting and "mask_image" not in fields:
+        raise InvalidParameter(
+            f"MainModel.ModelCode: {model.model_code} is an inpainting checkpoint; it only repaints masked "
+            "areas (Image2Image.MaskIndex)"
+        )
     submission = _submission(fields, model, images, request.TranslatePrompts, catalog, settings)
     submission.callback_url = callback_url(request.CallbackUrl)
     return submission
@@ -251,8 +290,7 @@ def _current_unit(
     params = _preprocessor_params(
         preprocessor, item.PreProcessor.InferenceParams.model_extra or {}, f"{where}.PreProcessor", strict_fields
     )
-    index = _image_index(request, item.ImageIndex, f"{where}.ImageIndex")
-    image = images.add(f"image{index}", request.ImageAndMaskList[index], f"ImageAndMaskList[{index}]")
+    image = _indexed_image(request, item.ImageIndex, f"{where}.ImageIndex", images)
     control = item.ControlModel.InferenceParams
     return control_unit(
         catalog,
@@ -266,6 +304,7 @@ def _current_unit(
         mode=control.ControlMode,
         resize_mode=control.ResizeMode,
         detect_resolution=item.PreProcessor.InferenceParams.Resolution or preprocessor.default_resolution,
+        masked_control=controlnet.inpaint,
     )
 
 
@@ -293,10 +332,12 @@ def _preprocessor_params(
     return params
 
 
-def _image_index(request: GenerateImagesRequest, index: int, where: str) -> int:
-    if index >= len(request.ImageAndMaskList):
-        raise InvalidParameter(f"{where}: {index} is outside ImageAndMaskList (length {len(request.ImageAndMaskList)})")
-    return index
+def _indexed_image(request: GenerateImagesRequest, index: int, where: str, images: _Images) -> str:
+    """The image at ``index`` of the request's image list, stored under its index."""
+    listed, name = request.image_list, request.images_field
+    if index >= len(listed):
+        raise InvalidParameter(f"{where}: {index} is outside {name} (length {len(listed)})")
+    return images.add(f"image{index}", listed[index], f"{name}[{index}]")
 
 
 # --- shared rules ------------------------------------------------------------------------
@@ -342,7 +383,7 @@ def _submission(
     fields: dict[str, Any], model: MainModel, images: _Images, translate: bool, catalog: Catalog, settings: Settings
 ) -> Submission:
     return Submission(
-        job=_job(fields, settings),
+        job=checked_job(fields, settings),
         queue=queue_name(model.group),
         images=images.stored,
         note=_translation_note(translate, catalog, model, fields),
@@ -390,7 +431,8 @@ def _check_params(preprocessor: Preprocessor, values: list[float], names: list[s
             )
 
 
-def _job(fields: dict[str, Any], settings: Settings) -> Job:
+def checked_job(fields: dict[str, Any], settings: Settings) -> Job:
+    """The Job of ``fields``, within this server's cost limit."""
     job = Job(**fields)
     cost = job.width * job.height * job.steps * job.batch_size
     if settings.max_task_cost and cost > settings.max_task_cost:
