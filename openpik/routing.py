@@ -8,6 +8,8 @@ from __future__ import annotations
 
 GENERATE_TASK = "openpik.generate"
 """The Celery task name the gateway sends and the worker registers."""
+REMOVE_BACKGROUND_TASK = "openpik.remove_background"
+"""RemoveBackground and RemoveBackgroundsInBatch: a BackgroundJob (worker/background_tasks.py)."""
 
 QUEUE_PREFIX = "openpik."
 DEFAULT_GROUP = "default"
@@ -20,6 +22,15 @@ def queue_name(group: str) -> str:
 
 
 DEFAULT_QUEUE = queue_name(DEFAULT_GROUP)
+
+DIRECT_INFIX = ".direct."
+
+
+def direct_queue(group_queue: str, worker: str) -> str:
+    """One worker's own queue for ``group_queue``'s tasks (model-affinity routing, openpik/affinity.py):
+    the gateway sends a task there when that worker holds the task's model and has room."""
+    return f"{group_queue}{DIRECT_INFIX}{worker}"
+
 
 CALLBACK_TASK = "openpik.deliver_callback"
 """The Celery task that POSTs an ended task's webhook (worker/callbacks.py)."""

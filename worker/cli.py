@@ -20,6 +20,7 @@ import tempfile
 from openpik.logs import configure_json_logging
 from openpik.routing import DEFAULT_WORKER_QUEUES
 from openpik.settings import get_settings
+from worker import affinity
 from worker.allocator import keep_freed_memory
 
 
@@ -49,12 +50,15 @@ def main(argv: list[str] | None = None) -> None:
     configure_json_logging("openpik.worker", args.loglevel.upper())
     if get_settings().keep_freed_memory:
         keep_freed_memory()
+    queues = args.queues.split(",")
+    if get_settings().affinity_routing:  # its own direct queues first (worker/affinity.py)
+        queues = affinity.configure(queues, name)
     with exported_metrics(metrics_port(args.metrics_port, args.gpu)):
         app.worker_main(
             [
                 "worker",
                 "--queues",
-                args.queues,
+                ",".join(queues),
                 "--hostname",
                 name,
                 "--loglevel",

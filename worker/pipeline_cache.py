@@ -158,6 +158,14 @@ class PipelineCache:
         self.stats.evictions += len(others)
         return len(others)
 
+    def held(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The main model ids loaded, and the LoRA ids loaded into them: what the worker's heartbeat
+        tells the gateways (model-affinity routing, worker/affinity.py)."""
+        adapters = {int(name.removeprefix("lora_")) for model in self._models.values() for name in model.adapters}
+        merged = {lora.lora_id for model in self._models.values() for lora in model.merged or ()}
+        loras = adapters | merged
+        return tuple(sorted({ref.model_id for ref in self._models})), tuple(sorted(loras))
+
     def _resident_bytes(self) -> int:
         return sum(m.nbytes for m in self._models.values())
 
