@@ -19,6 +19,12 @@ full-size random-weight sets (bench/full_size.py, built on first use). Per famil
 
 Achieved TFLOP/s = TFLOP per image x images/s.
 
+The `batching` step (`--step batching`) runs the standard request at batch 1 as 16 concurrent
+tasks (16 threads, different seeds) on one Engine: one after another (batching off, the
+default worker), and through the cross-request batcher (worker/batching.py, OPENPIK_BATCH_MAX=16,
+within the micro-batch budget: 8 images per call at 512x512, 2 at 1024x1024); images/s,
+achieved TFLOP/s, and the largest pixel difference between the two.
+
 The `oom` step (`--step oom`) provokes real CUDA out-of-memory errors on the SD1.5 set, through
 the policy the generate task calls (worker/oom.py) on one Engine: a huge batch denoised whole
 and decoded untiled runs out of memory, is retried with half the micro-batch and VAE tiling;
@@ -44,7 +50,9 @@ sys.path.insert(0, str(REPO))
 
 CFG = 7.0
 STEPS = 20
-STEPS_RUN = ("throughput", "oom")
+STEPS_RUN = ("throughput", "batching", "oom")
+CONCURRENT = 16
+"""Tasks submitted at once in the `batching` step."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,10 @@ def main() -> None:
                 rows.append(_row(standard, path, batch, _time(run, args.repeats)))
                 del run  # the next path loads its own copy of the model
                 torch.cuda.empty_cache()
+    for family in (args.family or list(STANDARDS)) if "batching" in steps else []:
+        standard = STANDARDS[family]
+        rows += _batching(standard, load_catalog(ensure_full_size_models(family)), _inputs(standard.size), args.repeats)
+        torch.cuda.empty_cache()
     oom = _out_of_memory(load_catalog(ensure_full_size_models("sd15"))) if "oom" in steps else []
     out = REPO / "var" / "bench" / "gpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -134,10 +146,10 @@ def main() -> None:
             f"held after {case['held_after_gib']:5.1f} GiB  settings restored {case['settings_restored']}  "
             f"pixels vs before the errors: max difference {case['max_pixel_difference_from_before']}"
         )
-    print(f"{'family':6} {'path':17} {'batch':>5} {'s/task':>8} {'images/s':>9} {'ms/step':>8} {'TFLOP/s':>8}")
+    print(f"{'family':6} {'path':26} {'batch':>5} {'s/task':>8} {'images/s':>9} {'ms/step':>8} {'TFLOP/s':>8}")
     for row in rows:
         print(
-            f"{row['family']:6} {row['path']:17} {row['batch']:5} {row['seconds']:8.3f} {row['images_per_s']:9.2f} "
+            f"{row['family']:6} {row['path']:26} {row['batch']:5} {row['seconds']:8.3f} {row['images_per_s']:9.2f} "
             f"{row['ms_per_step']:8.1f} {row['tflops']:8.1f}"
         )
     print(f"written to {out}")
@@ -193,8 +205,6 @@ def _plain(standard: Standard, catalog, images, batch: int):
 
 
 def _worker(standard: Standard, catalog, images, batch: int, compile: bool = False):
-    from models_registry.resolve import control_unit, model_ref
-    from openpik.job import Job
     from openpik.settings import Settings
     from worker.engine import Engine
     from worker.warmup import warmup_requests
@@ -206,10 +216,60 @@ def _worker(standard: Standard, catalog, images, batch: int, compile: bool = Fal
         for warmup_job, warmup_images in warmup_requests(catalog, settings):
             engine.run(warmup_job, warmup_images)
         print(f"{standard.family} compiled warm-up: {time.perf_counter() - started:.1f} s", flush=True)
+    job = _standard_job(standard, catalog, batch)
+    return lambda: engine.run(job, images)
+
+
+def _batching(standard: Standard, catalog, images, repeats: int) -> list[dict]:
+    """CONCURRENT batch-1 tasks of the standard request, one after another and batched."""
+    import threading
+
+    from openpik.settings import Settings
+    from worker.batching import Batcher
+    from worker.engine import Engine
+
+    engine = Engine(Settings(device="cuda"), annotators_dir=catalog.annotators_dir)
+    batcher = Batcher(lambda: engine, CONCURRENT, 0.05, engine.micro_batch_pixels, soft_limit_s=3600)
+    jobs = [_standard_job(standard, catalog, 1).model_copy(update={"seed": seed}) for seed in range(CONCURRENT)]
+    outputs: dict[str, list] = {}
+
+    def one_at_a_time():
+        outputs["off"] = [engine.run(job, images) for job in jobs]
+
+    def batched():
+        results: list = [None] * CONCURRENT
+
+        def task(index: int) -> None:
+            results[index] = batcher.run(jobs[index], images, lambda done, total: None)
+
+        threads = [threading.Thread(target=task, args=(i,)) for i in range(CONCURRENT)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        outputs["on"] = results
+
+    rows = [
+        _row(standard, f"{CONCURRENT} tasks, batching off", CONCURRENT, _time(one_at_a_time, repeats)),
+        _row(standard, f"{CONCURRENT} tasks, batching on", CONCURRENT, _time(batched, repeats)),
+    ]
+    difference = max(
+        int(np.abs(_pixels(on).astype(int) - _pixels(off)).max())
+        for on, off in zip(outputs["on"], outputs["off"], strict=True)
+    )
+    print(f"{standard.family} batching: max pixel difference batched vs alone {difference}", flush=True)
+    rows[1]["max_pixel_difference"] = difference
+    return rows
+
+
+def _standard_job(standard: Standard, catalog, batch: int):
+    from models_registry.resolve import control_unit, model_ref
+    from openpik.job import Job
+
     none = next(p for p in catalog.preprocessors if p.detector == "none")
     reference = {"init_image": "ref", "strength": standard.strength} if standard.strength else {}
     controlnets = (control_unit(catalog, catalog.controlnets[0].id, none.id, "ctl"),) if standard.controlnet else ()
-    job = Job(
+    return Job(
         model=model_ref(catalog.main_models[0]),
         prompt="an apple",
         sampler="Euler a",
@@ -222,7 +282,6 @@ def _worker(standard: Standard, catalog, images, batch: int, compile: bool = Fal
         controlnets=controlnets,
         **reference,
     )
-    return lambda: engine.run(job, images)
 
 
 OOM_SIZE = 2560
