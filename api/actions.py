@@ -6,8 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import redis.asyncio
 from celery import Celery
+from fastapi.concurrency import run_in_threadpool
 
+from api.backgrounds.protocol import RemoveBackgroundRequest, RemoveBackgroundsInBatchRequest
+from api.backgrounds.serving import translate_batch, translate_remove_background
 from api.catalog import serving as catalog_serving
 from api.catalog.protocol import ListControlNetProcessorRequest, ListControlNetsRequest, ListModelsRequest
 from api.generate.protocol import (
@@ -18,6 +22,8 @@ from api.generate.protocol import (
 )
 from api.generate.serving import Submission, translate_images, translate_legacy
 from api.generate.submission import Submitter
+from api.inpainting.protocol import GenerateBackgroundsRequest, RemoveContentsRequest
+from api.inpainting.serving import translate_backgrounds, translate_remove_contents
 from api.protocol_base import Envelope, SignedRequest
 from api.queries import serving as query_serving
 from api.queries.protocol import (
@@ -47,6 +53,9 @@ class Services:
     tasks: TaskStore
     results: ResultStore
     submitter: Submitter
+    loop_redis: redis.asyncio.Redis
+    """The asyncio client of what runs on the event loop: submissions (the submitter's own),
+    rate limits, event streams."""
     publisher: Celery | None = None
     """The gateway's Celery app (api.generate.submission.celery_publisher): what it hands
     openpik.callbacks.notify_task_ended when it ends a task itself (CancelTask of a queued task)."""
@@ -57,22 +66,39 @@ Body = dict[str, Any]
 Translate = Callable[[Request, Catalog, str, Settings], Submission]
 
 
+ON_LOOP_MAX_BODY_BYTES = 64 * 1024
+"""A generate request's images are decoded on the event loop up to this body size (a few
+hundred microseconds at most), in a thread above it, so a large image never holds the loop."""
+
+
+@dataclass(frozen=True)
+class Submit(Generic[Request]):
+    """A generate action: translate (decoding the images), then submit on the event loop."""
+
+    translate: Translate[Request]
+
+    async def __call__(self, services: Services, request: Request, owner: str, body: Body, size: int) -> Envelope:
+        args = (request, services.catalog, owner, services.settings)
+        small = size <= ON_LOOP_MAX_BODY_BYTES
+        submission = self.translate(*args) if small else await run_in_threadpool(self.translate, *args)
+        task_id = await services.submitter.submit(submission, request.Action, owner, body)
+        return GenerateResponse(TaskUID=task_id)
+
+
 @dataclass(frozen=True)
 class Action(Generic[Request]):
     request: type[Request]
-    serve: Callable[[Services, Request, str, Body], Envelope]
-    """(services, the validated wire request, the caller's PublicKey, the raw body) -> the answer."""
+    serve: Callable[[Services, Request, str, Body], Envelope] | Submit[Request]
+    """(services, the validated wire request, the caller's PublicKey, the raw body) -> the answer:
+    a Submit (generate actions), or a function that reads Redis with the blocking client (queries)."""
     bucket: Bucket
     """Which of the caller's rate limits the action counts against (api.rate_limit)."""
 
-
-def _generate(translate: Translate[Request]) -> Callable[[Services, Request, str, Body], Envelope]:
-    def serve(services: Services, request: Request, owner: str, body: Body) -> Envelope:
-        submission = translate(request, services.catalog, owner, services.settings)
-        task_id = services.submitter.submit(submission, request.Action, owner, body)
-        return GenerateResponse(TaskUID=task_id)
-
-    return serve
+    async def answer(self, services: Services, request: Request, owner: str, body: Body, size: int) -> Envelope:
+        """``size``: the body's bytes. A query runs in one thread hop; a submission on the loop."""
+        if isinstance(self.serve, Submit):
+            return await self.serve(services, request, owner, body, size)
+        return await run_in_threadpool(self.serve, services, request, owner, body)
 
 
 def _get_task(services: Services, request: GetGenerateTaskDetailRequest, owner: str, body: Body) -> Envelope:
@@ -117,9 +143,13 @@ def _list_processors(services: Services, request: ListControlNetProcessorRequest
 
 
 ACTIONS: dict[str, Action[Any]] = {
-    "GenerateImg2Img": Action(GenerateImg2ImgRequest, _generate(translate_legacy), Bucket.GENERATE),
-    "GenerateTxt2Img": Action(GenerateTxt2ImgRequest, _generate(translate_legacy), Bucket.GENERATE),
-    "GenerateImages": Action(GenerateImagesRequest, _generate(translate_images), Bucket.GENERATE),
+    "GenerateImg2Img": Action(GenerateImg2ImgRequest, Submit(translate_legacy), Bucket.GENERATE),
+    "GenerateTxt2Img": Action(GenerateTxt2ImgRequest, Submit(translate_legacy), Bucket.GENERATE),
+    "GenerateImages": Action(GenerateImagesRequest, Submit(translate_images), Bucket.GENERATE),
+    "RemoveBackground": Action(RemoveBackgroundRequest, Submit(translate_remove_background), Bucket.GENERATE),
+    "RemoveBackgroundsInBatch": Action(RemoveBackgroundsInBatchRequest, Submit(translate_batch), Bucket.GENERATE),
+    "RemoveContents": Action(RemoveContentsRequest, Submit(translate_remove_contents), Bucket.GENERATE),
+    "GenerateBackgrounds": Action(GenerateBackgroundsRequest, Submit(translate_backgrounds), Bucket.GENERATE),
     "GetGenerateTaskDetail": Action(GetGenerateTaskDetailRequest, _get_task, Bucket.QUERY),
     "ListGenerateTaskDetail": Action(ListGenerateTaskDetailRequest, _list_legacy, Bucket.QUERY),
     "ListTasksDetails": Action(ListTasksDetailsRequest, _list_tasks, Bucket.QUERY),

@@ -33,6 +33,8 @@ BENCHMARKS = {
     "lora": "bench.lora_switch",
     "gateway": "bench.gateway",
     "memory": "bench.memory",
+    "batching": "bench.batching",
+    "affinity": "bench.affinity",
 }
 # The families whose full-size sets (bench/full_size.py) each benchmark uses.
 USE_FULL_SIZE = {"stack": ("sd15", "sdxl"), "models": ("sd15", "sdxl"), "lora": ("sd15",)}

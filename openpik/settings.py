@@ -100,6 +100,16 @@ class Settings(BaseSettings):
         default=8 * 512 * 512, ge=0, description="Pixels denoised at once; a task's batch runs in chunks (0: whole)"
     )
     vae_tiling_pixels: int = Field(default=1536 * 1536, ge=0, description="Decode larger images tile by tile")
+    batch_max: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Tasks one diffusers call may serve together (worker/batching.py); 1: off, one task at a "
+        "time in a prefork child as before; above 1: that many task threads in the worker process",
+    )
+    batch_wait_ms: int = Field(
+        default=50, ge=0, le=10000, description="How long the oldest waiting task waits for others to batch with"
+    )
     keep_freed_memory: bool = Field(
         default=True, description="glibc malloc reuses freed blocks instead of returning them (worker/allocator.py)"
     )
@@ -128,6 +138,25 @@ class Settings(BaseSettings):
     )
     worker_metrics_port: int = Field(
         default=9808, ge=0, le=65535, description="Worker's Prometheus port (plus its --gpu index); 0: off"
+    )
+    numba_cache_dir: Path = Field(
+        default=Path("var/numba-cache"),
+        description="Where background removal's matting (pymatting, compiled by numba) keeps its compiled code: "
+        "the first worker compiles it once (~45 s), later starts read it back (~1 s)",
+    )
+    affinity_routing: bool = Field(
+        default=True,
+        description="Model-affinity routing (openpik/affinity.py): a task goes to an idle worker that holds its "
+        "model, else to its group's queue; set on gateways and workers alike",
+    )
+    affinity_depth_limit: int = Field(
+        default=1, ge=1, description="Tasks a worker may have running or waiting in its own queue to be sent another"
+    )
+    affinity_heartbeat_s: float = Field(
+        default=0.5, gt=0, le=10, description="How often workers write their heartbeats and gateways read them"
+    )
+    affinity_heartbeat_ttl_s: float = Field(
+        default=3, gt=0, le=60, description="A worker whose heartbeat is older than this is gone: no task is sent to it"
     )
 
     @field_validator("redis_sentinels", mode="before")

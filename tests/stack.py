@@ -101,7 +101,7 @@ def write_catalog_with_custom_model(tiny_catalog: Path, out: Path, owner: str) -
     """The tiny catalog plus main model 10, a custom_model that only ``owner`` may use."""
     data = yaml.safe_load(tiny_catalog.read_text())
     base = tiny_catalog.parent
-    for kind in ("main_models", "vaes", "loras", "controlnets"):
+    for kind in ("main_models", "vaes", "loras", "controlnets", "background_removers"):
         for entry in data[kind]:
             for field in ("path", "config"):
                 if entry.get(field):
@@ -141,6 +141,30 @@ def redis_fixture(db: RedisDb, empty_after: bool = False):
             client.flushdb()
 
     return redis_client
+
+
+def own_redis_fixtures(name: str):
+    """A module-scoped ``server`` fixture (a redis-server of the module's own, for suites that
+    need a whole Redis: every database of the shared one is taken) and a per-test ``client``
+    fixture on it, emptied first.
+
+    In a test module: ``server, client = own_redis_fixtures("affinity")``.
+    """
+
+    @pytest.fixture(scope="module", name="server")
+    def server(tmp_path_factory) -> Iterator[RedisServer]:
+        started = RedisServer(tmp_path_factory.mktemp(f"{name}-redis")).start()
+        yield started
+        started.stop()
+
+    @pytest.fixture(name="client")
+    def client(server: RedisServer) -> Iterator[redis.Redis]:
+        connection = redis.Redis.from_url(server.url)
+        connection.flushdb()
+        yield connection
+        connection.close()
+
+    return server, client
 
 
 def answers_health(url: str) -> bool:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections.abc import Callable
 from functools import cache
 
 from celery import Task
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
+from PIL import Image
 
 from openpik.callbacks import notify_task_ended
 from openpik.images import open_stored_image
@@ -23,11 +25,12 @@ from openpik.results import ResultStore, result_store_from_settings
 from openpik.routing import DEFAULT_QUEUE, GENERATE_TASK, result_name
 from openpik.settings import get_settings
 from openpik.task_records import ALREADY_ENDED, TaskStore
-from worker import metrics
+from worker import affinity, metrics
+from worker.batching import run_generation
 from worker.celery_app import app, serves_only_callbacks
 from worker.errors import InvalidInputError, TaskCancelledError, TaskError, WorkerLostError, task_error
 from worker.interface import ImageEngine
-from worker.oom import free_cuda_cache, release_gpu_memory, run_with_oom_retry
+from worker.oom import free_cuda_cache
 
 log = logging.getLogger("openpik.worker")
 
@@ -59,6 +62,12 @@ def engine() -> ImageEngine:
 
 
 @worker_process_init.connect
+def start_heartbeat(**_) -> None:
+    """Model-affinity routing: the child tells the gateways what it holds (worker/affinity.py)."""
+    affinity.start_beating()
+
+
+@worker_process_init.connect
 def warm_up_compiled_models(**_) -> None:
     """A compiled worker's pool child traces its graphs before it takes a task (worker/warmup.py).
 
@@ -81,6 +90,15 @@ def warm_up_compiled_models(**_) -> None:
     log.info("compiled models warmed up with %d requests in %.1f s", len(requests), time.monotonic() - started)
 
 
+@worker_init.connect
+def start_batching_worker(**_) -> None:
+    """A batching worker (threads pool, worker/batching.py) has no pool child and gets no
+    worker_process_init: it starts the child's heartbeat and warm-up itself, before taking tasks."""
+    if get_settings().batch_max > 1:
+        start_heartbeat()
+        warm_up_compiled_models()
+
+
 class GenerateTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         """Runs in the parent when the child was killed (the hard time limit): the record says why."""
@@ -98,52 +116,75 @@ def generate(self, job_data: dict) -> None:
 
 
 def run_job(job: Job, queue: str, worker: str) -> None:
+    run_task(job.task_id, queue, worker, lambda tasks: _generate(job, tasks))
+
+
+Produce = Callable[[TaskStore], tuple[list[str], list[int]]]
+"""A task's own work: (the task store) -> its results' names in the result store and their seeds."""
+
+
+def run_task(task_id: str, queue: str, worker: str, produce: Produce) -> None:
+    """The lifecycle every task kind shares: started, then Finished with ``produce``'s results or
+    Error with its TaskErrorCode; metrics and the webhook either way."""
     settings = get_settings()
     tasks = task_store()
-    attempt = tasks.mark_started(job.task_id, queue, worker)
+    attempt = tasks.mark_started(task_id, queue, worker)
     if attempt is None:
-        log.warning("task %s expired before it ran", job.task_id)
+        log.warning("task %s expired before it ran", task_id)
         return
     if attempt == ALREADY_ENDED:
-        log.info("task %s skipped: it had already ended (cancelled while queued, or delivered again)", job.task_id)
+        log.info("task %s skipped: it had already ended (cancelled while queued, or delivered again)", task_id)
         return
-    metrics.task_changed(tasks.get(job.task_id))
+    metrics.task_changed(tasks.get(task_id))
+    affinity.task_started()
     failed = False
     try:
         if attempt > settings.max_attempts:
             raise WorkerLostError(f"the task stopped its worker {attempt - 1} times; not retried")
-        names, seeds = _generate(job, tasks)
+        names, seeds = produce(tasks)
     except Exception as exc:
         failed = True
         error = task_error(exc)
         if not isinstance(exc, TaskError):  # raised under us: the operator needs the traceback
-            log.exception("task %s failed", job.task_id)
-        tasks.fail(job.task_id, error.code, str(error))
+            log.exception("task %s failed", task_id)
+        tasks.fail(task_id, error.code, str(error))
     else:
-        tasks.finish(job.task_id, names, seeds)
+        tasks.finish(task_id, names, seeds)
     if failed:  # out of the except block: the error's frames, and the tensors they held, are gone
         free_cuda_cache()
-    metrics.task_changed(tasks.get(job.task_id))
-    notify_task_ended(tasks, app, job.task_id)
+    metrics.task_changed(tasks.get(task_id))
+    affinity.task_ended()
+    notify_task_ended(tasks, app, task_id)
 
 
 def _generate(job: Job, tasks: TaskStore) -> tuple[list[str], list[int]]:
     """The images' names in the result store and their seeds. Names, not URLs: the gateway that
     answers a query builds the URL from its own public URL (openpik.routing.result_url)."""
-    stored = tasks.images(job.task_id, job.image_keys)
-    missing = set(job.image_keys) - set(stored)
+    images = load_inputs(tasks, job.task_id, job.image_keys)
+    stop_if_cancelled(tasks, job.task_id)  # e.g. delivered again after a lost worker: no model load
+    result = run_generation(engine, job, images, _progress_writer(tasks, job.task_id))
+    metrics.engine_used(engine())
+    affinity.ran(engine())
+    return store_results(job.task_id, result.images), result.seeds
+
+
+def load_inputs(tasks: TaskStore, task_id: str, keys: list[str]) -> dict[str, Image.Image]:
+    """A task's input images by key, read upright; InvalidInputError when one expired."""
+    stored = tasks.images(task_id, keys)
+    missing = set(keys) - set(stored)
     if missing:
         raise InvalidInputError(f"input images expired before the task ran: {', '.join(sorted(missing))}")
-    images = {name: open_stored_image(data) for name, data in stored.items()}
-    _stop_if_cancelled(tasks, job.task_id)  # e.g. delivered again after a lost worker: no model load
-    result = run_with_oom_retry(engine(), job, images, _progress_writer(tasks, job.task_id), release_gpu_memory)
-    metrics.engine_used(engine())
-    names = [result_name(job.task_id, index) for index in range(len(result.images))]
-    for name, image in zip(names, result.images, strict=True):
+    return {name: open_stored_image(data) for name, data in stored.items()}
+
+
+def store_results(task_id: str, images: list[Image.Image]) -> list[str]:
+    """Each image as a PNG in the result store, in order; their names."""
+    names = [result_name(task_id, index) for index in range(len(images))]
+    for name, image in zip(names, images, strict=True):
         buffer = io.BytesIO()
         image.save(buffer, "PNG")
         result_store().put(name, buffer.getvalue())
-    return names, result.seeds
+    return names
 
 
 def _progress_writer(tasks: TaskStore, task_id: str):
@@ -158,7 +199,7 @@ def _progress_writer(tasks: TaskStore, task_id: str):
 
     def write(done: int, total: int) -> None:
         nonlocal last, written
-        _stop_if_cancelled(tasks, task_id)
+        stop_if_cancelled(tasks, task_id)
         now = time.monotonic()
         progress = min(99, int(100 * done / total))
         if now - last >= interval and progress > written:
@@ -168,6 +209,6 @@ def _progress_writer(tasks: TaskStore, task_id: str):
     return write
 
 
-def _stop_if_cancelled(tasks: TaskStore, task_id: str) -> None:
+def stop_if_cancelled(tasks: TaskStore, task_id: str) -> None:
     if tasks.cancel_requested(task_id):
         raise TaskCancelledError()
