@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 
 import redis
 
-from openpik.job import Job
+from openpik.job import Job, QueuedJob
 
 log = logging.getLogger("openpik.affinity")
 
@@ -122,17 +122,19 @@ class WorkerLoad:
         return self.load == 0
 
 
-def choose_worker(workers: Iterable[WorkerLoad], group_queue: str, job: Job, depth_limit: int) -> WorkerLoad | None:
+def choose_worker(
+    workers: Iterable[WorkerLoad], group_queue: str, job: QueuedJob, depth_limit: int
+) -> WorkerLoad | None:
     """The worker whose direct queue ``job`` goes to, or None for the group queue.
 
     Among the live workers serving ``group_queue`` that hold the job's main model and have
     room under ``depth_limit``: the least loaded, then the one holding most of its LoRAs,
     then by name (so every gateway chooses alike). A job of another kind, without a main
     model, always goes to the group queue."""
-    model = getattr(job, "model", None)
-    if model is None:
+    if not isinstance(job, Job):
         return None
-    loras = {lora.lora_id for lora in getattr(job, "loras", ())}
+    model = job.model
+    loras = {lora.lora_id for lora in job.loras}
     holders = [
         worker
         for worker in workers
@@ -145,12 +147,12 @@ def choose_worker(workers: Iterable[WorkerLoad], group_queue: str, job: Job, dep
     return min(holders, key=lambda w: (w.load, -len(loras & set(w.heartbeat.loras)), w.heartbeat.worker))
 
 
-def group_queue_only(group_queue: str, job: Job) -> str:
+def group_queue_only(group_queue: str, job: QueuedJob) -> str:
     """The Route when affinity routing is off: every task to its group queue."""
     return group_queue
 
 
-def choose_queue(workers: Iterable[WorkerLoad], group_queue: str, job: Job, depth_limit: int) -> str:
+def choose_queue(workers: Iterable[WorkerLoad], group_queue: str, job: QueuedJob, depth_limit: int) -> str:
     """The queue to publish ``job`` to: a holder's direct queue (choose_worker) or ``group_queue``."""
     chosen = choose_worker(workers, group_queue, job, depth_limit)
     return group_queue if chosen is None else chosen.heartbeat.queues[group_queue]
@@ -262,7 +264,7 @@ class AffinityRouter:
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="openpik-affinity", daemon=True)
 
-    def route(self, group_queue: str, job: Job) -> str:
+    def route(self, group_queue: str, job: QueuedJob) -> str:
         """The queue for ``job`` (choose_queue), counting the send until the next read."""
         with self._lock:
             if time.monotonic() - self._read_at > self.ttl_s:  # no successful read lately: nothing is known

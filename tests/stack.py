@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import io
 import os
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import httpx
 import pytest
 import redis
 import yaml
+from PIL import Image
 
 from openpik.routing import DEFAULT_QUEUE
 from openpik.signing import sign
@@ -165,6 +167,13 @@ def own_redis_fixtures(name: str):
         connection.close()
 
     return server, client
+
+
+def download_image(url: str) -> Image.Image:
+    """A result image as the gateway serves it (a PNG), read."""
+    response = httpx.get(url, timeout=10)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png", response
+    return Image.open(io.BytesIO(response.content))
 
 
 def answers_health(url: str) -> bool:

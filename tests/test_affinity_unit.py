@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from openpik.affinity import Cluster, DirectQueue, Heartbeat, WorkerLoad, choose_queue, stranded
-from openpik.job import Job, LoraRef, ModelRef
+from openpik.job import BackgroundJob, Job, LoraRef, ModelRef, RemoverRef
 from openpik.routing import CALLBACK_QUEUE, DEFAULT_QUEUE, direct_queue, queue_name
 from worker.affinity import consumed_queues
 
@@ -50,10 +50,8 @@ def test_choose_queue(workers, task, limit, expected, why):
 
 
 def test_a_job_without_a_main_model_goes_to_its_group_queue():
-    class OtherJob:  # e.g. background removal: no model to hold
-        loras = ()
-
-    assert choose_queue([worker("a", [1])], DEFAULT_QUEUE, OtherJob(), 1) == DEFAULT_QUEUE  # type: ignore[arg-type]
+    removal = BackgroundJob(remover=RemoverRef(remover_id=1, path="u2net.onnx"), images=("image0",))
+    assert choose_queue([worker("a", [1])], DEFAULT_QUEUE, removal, 1) == DEFAULT_QUEUE
 
 
 def beat(name: str, busy: bool = False, groups=(DEFAULT_QUEUE,)) -> Heartbeat:

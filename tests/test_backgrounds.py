@@ -13,7 +13,6 @@ import base64
 import io
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
@@ -28,7 +27,7 @@ from openpik.job import BackgroundJob, RemoverRef
 from openpik.routing import DEFAULT_QUEUE, REMOVE_BACKGROUND_TASK
 from openpik.settings import Settings
 from openpik.task_records import TASK_ID_LENGTH, record_key
-from tests.stack import KEY_A, REPO, RedisServer, running_stack, stack_settings, wait_for
+from tests.stack import KEY_A, REPO, RedisServer, download_image, running_stack, stack_settings, wait_for
 from worker.backgrounds import _outline, band_is_wide, outside_box_cleared, remove_background, thresholded
 
 DARK, BRIGHT = (20, 30, 25), (230, 220, 200)
@@ -294,12 +293,6 @@ def finished(gateway, task_id: str) -> dict:
     return wait_for(ended, 120, message=f"task {task_id} to end")
 
 
-def download(url: str) -> Image.Image:
-    response = httpx.get(url)
-    assert response.status_code == 200
-    return Image.open(io.BytesIO(response.content))
-
-
 @pytest.mark.stack
 @pytest.mark.models
 def test_remove_background_end_to_end(stack):
@@ -312,7 +305,7 @@ def test_remove_background_end_to_end(stack):
         0,
         1,
     )
-    mask = download(item["ImgList"][0])
+    mask = download_image(item["ImgList"][0])
     assert (mask.format, mask.mode, mask.size) == ("PNG", "L", PICTURE.size)
     assert mask.getpixel((45, 40)) == 255 and mask.getpixel((2, 2)) == 0
 
@@ -333,7 +326,7 @@ def test_a_batch_answers_one_cut_out_per_image_in_order(stack):
     )
     item = finished(gateway, task_id)
     assert (item["Action"], item["Status"]) == ("RemoveBackgroundsInBatch", "Finished"), item
-    cuts = [download(url) for url in item["ImgList"]]
+    cuts = [download_image(url) for url in item["ImgList"]]
     assert [(cut.mode, cut.size) for cut in cuts] == [("RGBA", size) for size in sizes]
 
 

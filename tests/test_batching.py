@@ -4,17 +4,14 @@ errors; end to end, a batching worker's tasks and one killed mid-batch."""
 
 from __future__ import annotations
 
-import io
 import re
 import threading
 
-import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
 from tests.requests import txt2img
-from tests.stack import RedisDb, RedisServer, running_stack, stack_settings, wait_for
+from tests.stack import RedisDb, RedisServer, download_image, running_stack, stack_settings, wait_for
 
 LEVEL_SHARE = 0.02
 """Batched vs alone: at most this share of pixels more than 1 grey level apart. Measured on the
@@ -162,7 +159,7 @@ def batched_calls(log: str) -> list[int]:
 
 
 def download(url: str) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(httpx.get(url, timeout=10).content))).astype(int)
+    return np.asarray(download_image(url)).astype(int)
 
 
 @pytest.mark.stack

@@ -6,16 +6,13 @@ Redis). Each scenario asserts what a client sees through the signed API.
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import time
 
-import httpx
 import numpy as np
 import pytest
 import redis
-from PIL import Image
 
 from openpik.routing import DEFAULT_QUEUE, queue_name, result_name
 from openpik.task_records import record_key
@@ -25,6 +22,7 @@ from tests.stack import (
     Gateway,
     RedisDb,
     RedisServer,
+    download_image,
     redis_url,
     running_stack,
     signed,
@@ -76,9 +74,7 @@ def record(task: str, url: str = redis_url(RedisDb.END_TO_END)) -> dict:
 
 
 def download(url: str) -> np.ndarray:
-    response = httpx.get(url, timeout=10)
-    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
-    return np.asarray(Image.open(io.BytesIO(response.content)))
+    return np.asarray(download_image(url))
 
 
 def test_picpik_flow_img2img_with_preset_and_lora_reproduces_from_its_seed(stack):

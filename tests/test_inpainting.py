@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import io
 
-import httpx
 import numpy as np
 import pytest
 import redis
@@ -22,7 +21,7 @@ from openpik.job import ModelRef
 from openpik.routing import DEFAULT_QUEUE
 from openpik.task_records import record_key
 from tests import mask_images
-from tests.stack import RedisServer, running_stack, stack_settings, wait_for
+from tests.stack import RedisServer, download_image, running_stack, stack_settings, wait_for
 from worker.masks import soft_mask
 
 SIZE = (64, 64)
@@ -182,9 +181,7 @@ def result(gateway, body: dict) -> Image.Image:
 
     item = wait_for(ended, 120, message=f"the {body['Action']} task to end")
     assert (item["Status"], item["Action"], len(item["ImgList"])) == ("Finished", body["Action"], 1), item
-    response = httpx.get(item["ImgList"][0])
-    assert response.status_code == 200
-    return Image.open(io.BytesIO(response.content))
+    return download_image(item["ImgList"][0])
 
 
 @pytest.mark.stack

@@ -26,12 +26,12 @@ from api.errors import ApiError, InvalidParameter, LoadShedding, ServiceUnavaila
 from api.generate.celery_message import TaskMessages
 from api.generate.serving import Submission
 from openpik.callbacks import CallbackStatus, callback_allowed
-from openpik.job import Job
+from openpik.job import QueuedJob
 from openpik.redis_connection import broker
 from openpik.settings import Settings
 from openpik.task_records import Admission, Refusal, TaskIntake, TaskRecord, idempotency_key, new_task_id
 
-Route = Callable[[str, Job], str]
+Route = Callable[[str, QueuedJob], str]
 """(the queue of the Job's model group, the Job) -> the queue to publish it to (model-affinity routing)."""
 CallbackPrefixes = Callable[[str], list[str]]
 """A PublicKey -> the URL prefixes its callbacks may go to (openpik.keys.KeyStore.callback_url_prefixes)."""
@@ -93,8 +93,8 @@ class Submitter:
         """The new task's TaskUID (or the earlier one's, for a retried request_uuid); one round trip."""
         self._check_callback(submission.callback_url, owner)
         task_id = new_task_id()
-        # Model-affinity routing places diffusion Jobs; other jobs go to their group's queue.
-        queue = self.route(submission.queue, submission.job) if isinstance(submission.job, Job) else submission.queue
+        # The route decides; a job with no main model (background removal) stays on its group queue.
+        queue = self.route(submission.queue, submission.job)
         record = TaskRecord(
             task_id=task_id,
             owner=owner,
