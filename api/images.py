@@ -19,12 +19,14 @@ the gateway, not a failed task later. The bytes stored are the client's, as sent
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 import string
 import struct
 import warnings
 from dataclasses import dataclass
 
+import pybase64
 from PIL import Image, UnidentifiedImageError
 
 from api.errors import InvalidParameter
@@ -82,6 +84,11 @@ def decode_base64(value: str, field: str) -> bytes:
     """
     if not isinstance(value, str):
         raise InvalidParameter(f"{field}: must be a base64 string")
+    return _strict_base64(value) or liberal_base64(value, field)
+
+
+def liberal_base64(value: str, field: str) -> bytes:
+    """decode_base64's rules, one by one, each with its own message."""
     if not value.isascii():
         raise InvalidParameter(f"{field}: contains non-ASCII characters; base64 expected")
     text = value.encode().translate(None, _WHITESPACE_BYTES).decode()
@@ -101,6 +108,18 @@ def decode_base64(value: str, field: str) -> bytes:
     if padding > missing:
         raise InvalidParameter(f"{field}: not valid base64: {padding} '=' at the end where at most {missing} belong")
     return base64.b64decode(body + "=" * missing, altchars=b"-_", validate=True)
+
+
+def _strict_base64(value: str) -> bytes | None:
+    """The bytes of ``value`` when it is plain padded standard base64 (what most clients send),
+    decoded in one SIMD pass; None for anything else, which decode_base64's rules then read.
+
+    Only a subset of what those rules accept passes here, so the answer never differs from theirs.
+    """
+    try:
+        return pybase64.b64decode(value, validate=True) or None
+    except (binascii.Error, ValueError):
+        return None
 
 
 def _strip_data_url(text: str, field: str) -> str:
