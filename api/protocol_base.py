@@ -92,7 +92,7 @@ class WireModel(BaseModel):
 def unknown_fields(model: BaseModel, path: str = "") -> list[str]:
     """Every field the client sent that no wire model declares, as 'Path[i].Field'."""
     found = [] if getattr(model, "extras_are_values", False) else [f"{path}{name}" for name in model.model_extra or {}]
-    for name in type(model).model_fields:
+    for name in _nested_model_fields(type(model)):
         value = getattr(model, name)
         items = enumerate(value) if isinstance(value, list) else [(None, value)]
         for index, item in items:
@@ -100,6 +100,17 @@ def unknown_fields(model: BaseModel, path: str = "") -> list[str]:
                 where = name if index is None else f"{name}[{index}]"
                 found += unknown_fields(item, f"{path}{where}.")
     return found
+
+
+@cache
+def _nested_model_fields(cls: type[BaseModel]) -> tuple[str, ...]:
+    """Per model class: the fields that can hold wire models (alone or in a list), the only ones
+    unknown_fields looks into."""
+    return tuple(
+        name
+        for name, field in cls.model_fields.items()
+        if any(isinstance(kind, type) and issubclass(kind, BaseModel) for kind in _kinds(field.annotation))
+    )
 
 
 @cache

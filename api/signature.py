@@ -161,12 +161,14 @@ def _normalised(signature: str) -> bytes:
 
 
 def _expected(body: Mapping[str, Any], private_key: str) -> Iterator[bytes]:
-    """Each candidate's signature, lazily: the canonical one, which most clients send, first."""
+    """Each candidate's signature, lazily: the canonical one, which most clients send, first; the
+    SDK respellings are worked out only when it does not match."""
     try:
-        candidates = candidate_bodies(body)
+        yield sign(body, private_key).encode("ascii")
+        for candidate in candidate_bodies(body)[1:]:
+            yield sign(candidate, private_key).encode("ascii")
     except ValueError as exc:
         raise MalformedBody(f"the body cannot be signed: {exc}") from exc
-    return (sign(candidate, private_key).encode("ascii") for candidate in candidates)
 
 
 def _check_timestamp(body: Mapping[str, Any], now: float, required: bool, window_s: int) -> None:

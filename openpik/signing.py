@@ -57,7 +57,8 @@ def format_float(value: float) -> str:
         raise ValueError(f"{value!r} is not a JSON number")
     if value.is_integer():
         return str(int(value))
-    return format(Decimal(repr(value)), "f")
+    shortest = repr(value)
+    return shortest if "e" not in shortest else format(Decimal(shortest), "f")
 
 
 def _serialize_mapping(mapping: Mapping[str, Any]) -> str:

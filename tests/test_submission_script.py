@@ -108,3 +108,18 @@ def test_a_wait_no_replica_answers_is_an_error_after_the_write(server, client):
     with pytest.raises(NotReplicated):
         submit(server, record, Admission(DEFAULT_QUEUE), wait_replicas=1)
     assert client.exists(record_key(record.task_id))  # the Submitter deletes it (api.generate.submission)
+
+
+@pytest.mark.parametrize("wait_replicas", [0, 1], ids=["alone", "with WAIT"])
+def test_a_redis_that_has_not_the_script_cached_gets_it_and_the_task_is_written_once(server, client, wait_replicas):
+    """Submissions call the script by its SHA1; a restarted or newly promoted Redis caches none."""
+    client.script_flush()
+    record = new_record()
+    if wait_replicas:
+        with pytest.raises(NotReplicated):  # no replica here: the write happened, the WAIT fell short
+            submit(server, record, Admission(DEFAULT_QUEUE), wait_replicas=wait_replicas)
+    else:
+        assert submit(server, record, Admission(DEFAULT_QUEUE)).task_id == record.task_id
+    assert client.hget(record_key(record.task_id), "status") == b"Queuing"
+    assert client.lrange(DEFAULT_QUEUE, 0, -1) == [b"the message"]
+    assert client.info("memory")["number_of_cached_scripts"] == 1
