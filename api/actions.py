@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -42,6 +42,13 @@ from openpik.keys import Bucket
 from openpik.results import ResultStore
 from openpik.settings import Settings
 from openpik.task_records import CancelOutcome, TaskStore
+
+ACTION_PATH = "/"
+"""Where every PICPIK action is posted (api.api_router.ActionEndpoint serves it)."""
+
+
+def is_action_request(scope: Mapping[str, Any]) -> bool:
+    return bool(scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == ACTION_PATH)
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""Routes only: the one PICPIK endpoint, result files, the playground and health checks."""
+"""Routes only: the one PICPIK endpoint (POST /, ActionEndpoint), result files, the playground and health checks."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -10,16 +11,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import playground
-from api.actions import ACTIONS
+from api.actions import ACTIONS, is_action_request
 from api.authorize import authorize
 from api.body import parse_json_object, read_body
 from api.errors import InvalidParameter, MissingAction, UnsupportedAction
 from api.events import serving as events_serving
 from api.metrics import CONTENT_TYPE, count_ignored_fields, exposition
-from api.openapi import request_body_schema
-from api.protocol_base import Envelope, SignedRequest, unknown_fields
+from api.protocol_base import SignedRequest, unknown_fields
 from api.queries import serving as query_serving
 from openpik.routing import RESULTS_PATH
 from openpik.task_records import TASK_ID_ALPHABET, TASK_ID_LENGTH
@@ -30,12 +31,34 @@ RESULT_TASK_ID = re.compile(rf"^[{TASK_ID_ALPHABET}]{{{TASK_ID_LENGTH}}}$")
 RESULT_FILE = re.compile(r"^(0|[1-9][0-9]?)\.png$")
 
 
-@router.post(
-    "/",
-    summary="Every PICPIK action; the body's Action field chooses which",
-    response_model=Envelope,
-    openapi_extra={"requestBody": request_body_schema()},
-)
+ErrorEnvelope = Callable[[Request, Exception], Awaitable[Response]]
+
+
+class ActionEndpoint:
+    """POST /, every PICPIK action, served as a plain ASGI middleware in front of the router.
+
+    It is the one hot path (each submission), and FastAPI's router, dependency machinery and
+    exception middleware cost about a tenth of a submission's CPU; it needs none of them: it
+    reads the raw body itself and every error it ends with becomes the envelope through
+    ``on_error`` (api.app's mapping, the same one the routes' exception handlers use). Its
+    OpenAPI operation is written in api.openapi. Other requests go on to the router.
+    """
+
+    def __init__(self, app: ASGIApp, on_error: ErrorEnvelope):
+        self.app = app
+        self.on_error = on_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not is_action_request(scope):
+            return await self.app(scope, receive, send)
+        request = Request(scope, receive)
+        try:
+            response: Response = await dispatch(request)
+        except Exception as exc:  # every error is an envelope (api.app's mapping)
+            response = await self.on_error(request, exc)
+        await response(scope, receive, send)
+
+
 async def dispatch(request: Request) -> JSONResponse:
     services = request.app.state.services
     settings = services.settings

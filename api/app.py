@@ -17,12 +17,12 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from api import metrics
-from api.actions import Services
-from api.api_router import router
+from api.actions import ACTION_PATH, Services
+from api.api_router import ActionEndpoint, router
 from api.errors import ApiError, InternalError, ServiceUnavailable
 from api.generate.celery_message import TaskMessages
 from api.generate.submission import Route, Submitter, celery_publisher
-from api.openapi import component_schemas
+from api.openapi import action_operation, component_schemas
 from api.protocol_base import Envelope
 from models_registry.catalog import load_catalog
 from openpik.affinity import AffinityRouter, group_queue_only
@@ -108,7 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
-    app.add_middleware(metrics.RequestObserver)
+    app.add_middleware(ActionEndpoint, on_error=_error_envelope)
+    app.add_middleware(metrics.RequestObserver)  # added last: outside ActionEndpoint, it sees every answer
     for error_type in (ApiError, redis.RedisError, Exception):
         app.add_exception_handler(error_type, _error_envelope)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way
@@ -135,6 +136,7 @@ def _api_error(exc: Exception) -> ApiError:
 def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        schema["paths"] = {ACTION_PATH: {"post": action_operation()}} | schema["paths"]
         schema.setdefault("components", {}).setdefault("schemas", {}).update(component_schemas())
         app.openapi_schema = schema
     return app.openapi_schema

@@ -26,7 +26,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.actions import ACTIONS, Services
+from api.actions import ACTIONS, Services, is_action_request
 from api.errors import InternalError
 from openpik.routing import queue_name
 from openpik.task_records import TaskStore, queued_key
@@ -85,7 +85,7 @@ class RequestObserver:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/":
+        if not is_action_request(scope):
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         state = scope.setdefault("state", {})
