@@ -3,8 +3,8 @@
 At 1, 8 and 32 concurrent clients (asyncio + httpx.AsyncClient, each sending its next
 request as soon as the previous one is answered) the same signed body (a 64x64 PNG
 reference image) goes to the gateway and to ``bench/bare_app.py``, both uvicorn processes on
-this machine. No worker runs: the tasks stay queued, and RedisDb.BENCH is flushed before each
-level. Client, servers and Redis share the same cores, so each level also records how many
+this machine, in alternating rounds. No worker runs: the tasks stay queued, and RedisDb.BENCH is
+flushed before each round. Client, servers and Redis share the same cores, so each level also records how many
 cores the server and the client kept busy: a server at one core is saturated (uvicorn runs
 one process here), a client at one core caps the rate it can measure.
 """
@@ -33,8 +33,25 @@ LEVELS = (1, 8, 32)
 HEADERS = {"Content-Type": "application/json"}
 
 
+ROUNDS = 3
+"""Gateway and bare endpoint take turns, this many rounds per level: the machine's speed drifts
+(other work shares it), and a drift would otherwise land on whichever ran second."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One round against one server."""
+
+    latencies: list[float]
+    elapsed_s: float
+    server_cpu_s: float
+    client_cpu_s: float
+
+
 @dataclass(frozen=True)
 class Load:
+    """The rounds against one server together: requests over their summed wall time."""
+
     per_second: float
     p50: float
     p99: float
@@ -42,23 +59,39 @@ class Load:
     """CPU time of the server process over the wall time: 1.0 is one core kept busy."""
     client_cores: float
 
+    @classmethod
+    def of(cls, samples: list[Sample]) -> Load:
+        latencies = [latency for sample in samples for latency in sample.latencies]
+        elapsed = sum(sample.elapsed_s for sample in samples)
+        return cls(
+            per_second=len(latencies) / elapsed,
+            p50=median(latencies),
+            p99=percentile(latencies, 99),
+            server_cores=sum(sample.server_cpu_s for sample in samples) / elapsed,
+            client_cores=sum(sample.client_cpu_s for sample in samples) / elapsed,
+        )
+
     def describe(self, name: str) -> str:
         return f"{name} {self.per_second:.0f}/s, p50 {ms(self.p50)}, p99 {ms(self.p99)}"
 
 
 def run(context: Context) -> list[Row]:
-    requests = context.pick(full=1500, quick=200)
+    requests = context.pick(full=1500, quick=300)
     body = json.dumps(signed(img2img())).encode()
     work = context.work / "gateway"
     rows = []
     with running_stack(stack_env(context.tiny_catalog, work), work, gateway_log=work / "gateway.log") as stack:
         gateway = stack.gateway
         bare, bare_url = _start_bare_server(work / "bare.log")
+        servers = {gateway.url: psutil.Process(gateway.process.pid), bare_url: psutil.Process(bare.pid)}
         try:
             for clients in LEVELS:
-                fresh_redis(RedisDb.BENCH)
-                measured = asyncio.run(_load(gateway.url, psutil.Process(gateway.process.pid), body, clients, requests))
-                baseline = asyncio.run(_load(bare_url, psutil.Process(bare.pid), body, clients, requests))
+                samples: dict[str, list[Sample]] = {url: [] for url in servers}
+                for _ in range(ROUNDS):
+                    fresh_redis(RedisDb.BENCH)
+                    for url, process in servers.items():
+                        samples[url].append(asyncio.run(_load(url, process, body, clients, requests // ROUNDS)))
+                measured, baseline = Load.of(samples[gateway.url]), Load.of(samples[bare_url])
                 plural = "s" if clients > 1 else ""
                 rows.append(
                     Row(
@@ -79,6 +112,7 @@ def run(context: Context) -> list[Row]:
                             "bare_server_cores": baseline.server_cores,
                             "bare_client_cores": baseline.client_cores,
                             "requests": requests,
+                            "rounds": ROUNDS,
                             "clients": clients,
                         },
                     )
@@ -120,7 +154,7 @@ def _start_bare_server(log: Path) -> tuple[subprocess.Popen, str]:
     return process, url
 
 
-async def _load(url: str, server: psutil.Process, body: bytes, clients: int, total: int) -> Load:
+async def _load(url: str, server: psutil.Process, body: bytes, clients: int, total: int) -> Sample:
     """``total`` requests from ``clients`` concurrent clients; every answer must be RetCode 0.
 
     Each client has its own connection (an AsyncClient each): one client pool shared by 32
@@ -155,13 +189,7 @@ async def _load(url: str, server: psutil.Process, body: bytes, clients: int, tot
         client_cpu, server_cpu = time.process_time() - client_cpu, _cpu_seconds(server) - server_cpu
     finally:
         await asyncio.gather(*(client.aclose() for client in connections))
-    return Load(
-        per_second=total / elapsed,
-        p50=median(latencies),
-        p99=percentile(latencies, 99),
-        server_cores=server_cpu / elapsed,
-        client_cores=client_cpu / elapsed,
-    )
+    return Sample(latencies, elapsed, server_cpu, client_cpu)
 
 
 @contextmanager
