@@ -35,6 +35,8 @@ from openpik.task_records import TaskIntake, TaskStore, TaskWatch
 
 log = logging.getLogger("openpik.api")
 
+YOUNG_COLLECTION_THRESHOLD = 10_000
+
 
 def build_services(settings: Settings, route: Route = group_queue_only) -> tuple[Services, KeyStore]:
     client = redis_client(settings, Role.GATEWAY)
@@ -95,6 +97,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # What start-up built lives as long as the process: out of the collector's sight, so a
         # full collection walks only what requests allocate (a long pause in the p99 otherwise).
         gc.freeze()
+        # A request allocates and frees a few hundred containers at once: at the default threshold
+        # (700) that set off a young collection every dozen requests, 0.2 ms each (2% of the CPU).
+        gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
+        # The JSON lines carry no caller, thread or process: logging need not look them up for
+        # each request (the knobs of the "Optimization" section of the logging documentation).
+        logging._srcfile = None
+        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
         yield
         sweeper.stop()
         if affinity:

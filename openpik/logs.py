@@ -11,6 +11,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+import orjson
+
 # Attributes every LogRecord has; whatever else a record carries came from `extra=`.
 _STANDARD_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -28,7 +30,10 @@ class JsonFormatter(logging.Formatter):
         entry |= {name: value for name, value in record.__dict__.items() if name not in _STANDARD_FIELDS}
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        try:
+            return orjson.dumps(entry, default=str).decode()
+        except orjson.JSONEncodeError:  # an integer orjson cannot write (beyond 64 bits)
+            return json.dumps(entry, default=str)
 
 
 def configure_json_logging(name: str, level: int = logging.INFO) -> logging.Logger:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import orjson
 import redis
 import redis.asyncio
 from redis.exceptions import NoScriptError
@@ -172,7 +173,7 @@ def _create_args(record: TaskRecord, counts: str, bucket: int, bucket_s: int, tt
         record.task_id,
         record.status.value,
         (bucket + 2) * bucket_s + ttl_s,  # the slice outlives the last record it counts
-        json.dumps({**record.to_hash(), "status_counts": counts}),
+        orjson.dumps({**record.to_hash(), "status_counts": counts}),
     ]
 
 
@@ -398,7 +399,7 @@ class TaskIntake:
         self.wait_timeout_ms = wait_timeout_ms
 
     async def submit(
-        self, record: TaskRecord, images: dict[str, bytes], admission: Admission, queue_list: str, message: str
+        self, record: TaskRecord, images: dict[str, bytes], admission: Admission, queue_list: str, message: bytes
     ) -> Submitted:
         """Store ``record`` and its images and LPUSH ``message`` onto the Redis list ``queue_list``,
         unless ``admission`` refuses or names an earlier task this request retries."""

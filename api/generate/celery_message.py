@@ -3,9 +3,11 @@
 The gateway writes a task's record and its message in one Redis round trip (one script,
 api.generate.submission), so it builds the message itself instead of letting Celery publish it.
 Celery builds the task part (``app.amqp.as_task_v2``: message protocol 2, which
-tests/test_celery_message.py pins and compares with a real ``send_task``); this module wraps it
-as ``kombu.messaging.Producer.publish`` and the virtual channel's ``prepare_message`` /
-``basic_publish`` do, and names the Redis list kombu's ``_put`` pushes it onto.
+tests/test_submission_script.py pins and compares with a real ``send_task``); this module wraps
+it as ``kombu.messaging.Producer.publish`` and the virtual channel's ``prepare_message`` /
+``basic_publish`` do, and names the Redis list kombu's ``_put`` pushes it onto. Body and envelope
+are JSON written by orjson (the same values kombu's json serializer writes, without its spaces,
+in a tenth of the time).
 
 ``argsrepr`` is given, so Celery does not build a printable copy of the Job for a header: the
 worker's log shows ``JOB_REPR`` instead of the whole Job.
@@ -16,17 +18,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from celery import Celery
 from celery.utils.nodenames import anon_nodename
-from kombu.serialization import dumps as serialize
 from kombu.transport.virtual.base import Base64
-from kombu.utils.json import dumps as json_dumps
 from kombu.utils.uuid import uuid
 
 PROTOCOL = 2
 """The Celery message protocol built here (as_task_v2); the workers' Celery reads it."""
 JOB_REPR = "(<Job>,)"
 KWARGS_REPR = "{}"
+SERIALIZER = "json"
+"""Celery's default task serializer; kombu registers it as this content type and encoding."""
+JSON_CONTENT_TYPE = "application/json"
+JSON_ENCODING = "utf-8"
 PERSISTENT = 2
 """AMQP delivery mode 2: what Celery's default exchange asks for (kombu stores it, Redis ignores it)."""
 BODY_ENCODING = "base64"
@@ -40,7 +45,7 @@ class QueuedMessage:
 
     queue: str
     """The Redis list of the Celery queue (priority 0: the queue's own name)."""
-    payload: str
+    payload: bytes
 
 
 class TaskMessages:
@@ -49,8 +54,9 @@ class TaskMessages:
     def __init__(self, app: Celery):
         if app.conf.task_protocol != PROTOCOL:
             raise ValueError(f"task_protocol {app.conf.task_protocol}: only protocol {PROTOCOL} is built here")
+        if app.conf.task_serializer != SERIALIZER:
+            raise ValueError(f"task_serializer {app.conf.task_serializer}: only {SERIALIZER} is built here")
         self.app = app
-        self.serializer = app.conf.task_serializer
         self.origin = anon_nodename()
         self.reply_to = app.thread_oid
 
@@ -66,11 +72,10 @@ class TaskMessages:
             kwargsrepr=KWARGS_REPR,
             ignore_result=None,  # as send_task without the option: the task's own setting applies
         )
-        content_type, content_encoding, data = serialize(body, serializer=self.serializer)  # type: ignore[no-untyped-call]
         message = {
-            "body": _BODY_CODEC.encode(data),  # type: ignore[no-untyped-call]  # kombu is untyped
-            "content-encoding": content_encoding,
-            "content-type": content_type,
+            "body": _BODY_CODEC.encode(orjson.dumps(body)),  # type: ignore[no-untyped-call]  # kombu is untyped
+            "content-encoding": JSON_ENCODING,
+            "content-type": JSON_CONTENT_TYPE,
             "headers": headers,
             "properties": properties
             | {
@@ -82,4 +87,4 @@ class TaskMessages:
                 "delivery_tag": uuid(),
             },
         }
-        return QueuedMessage(queue=queue, payload=json_dumps(message))  # type: ignore[no-untyped-call]
+        return QueuedMessage(queue=queue, payload=orjson.dumps(message))
