@@ -26,6 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script, Python puts bench/ on the path, not the repo
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # bit-identical CPU results, as in tests/conftest.py
 
 BENCHMARKS = {
     "stack": "bench.stack_overhead",

@@ -9,6 +9,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# MKL's conditional numerical reproducibility (before torch loads MKL; the workers the tests start
+# inherit it): bit-identical results whatever the alignment of the buffers. Without it, on CPUs
+# with AVX-512 (a Xeon here), the tiny SDXL model gave 1e-6 differences between runs of one
+# computation, and the tests compare pixels exactly.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 
 @pytest.fixture(scope="session")
