@@ -428,6 +428,21 @@ def running_stack(
         stack.gateway.stop()
 
 
+@contextlib.contextmanager
+def own_redis_stack(
+    catalog: Path, tmp: Path, worker: str | None = None, **settings: str
+) -> Iterator[tuple[Stack, RedisServer]]:
+    """running_stack on a redis-server of its own (every database of the shared one is taken),
+    with stack_settings' ``settings``; the server is stopped on the way out."""
+    server = RedisServer(tmp / "redis").start()
+    env = stack_settings(catalog, tmp, 0, **settings) | {"OPENPIK_REDIS_URL": server.url}
+    try:
+        with running_stack(env, tmp, worker=worker) as stack:
+            yield stack, server
+    finally:
+        server.stop()
+
+
 T = TypeVar("T")
 
 

@@ -27,7 +27,7 @@ from openpik.job import BackgroundJob, RemoverRef
 from openpik.routing import DEFAULT_QUEUE, REMOVE_BACKGROUND_TASK
 from openpik.settings import Settings
 from openpik.task_records import TASK_ID_LENGTH, record_key
-from tests.stack import KEY_A, REPO, RedisServer, download_image, running_stack, stack_settings, wait_for
+from tests.stack import KEY_A, REPO, RedisServer, download_image, own_redis_stack, wait_for
 from worker.backgrounds import _outline, band_is_wide, outside_box_cleared, remove_background, thresholded
 
 DARK, BRIGHT = (20, 30, 25), (230, 220, 200)
@@ -269,13 +269,8 @@ def test_matting_really_runs_and_follows_the_picture(segment):
 @pytest.fixture(scope="module")
 def stack(tiny_catalog_path, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("backgrounds")
-    server = RedisServer(tmp / "redis").start()
-    env = stack_settings(tiny_catalog_path, tmp, 0, progress_interval_s="0") | {"OPENPIK_REDIS_URL": server.url}
-    try:
-        with running_stack(env, tmp, worker="editing") as running:
-            yield running.gateway, server
-    finally:
-        server.stop()
+    with own_redis_stack(tiny_catalog_path, tmp, worker="editing", progress_interval_s="0") as (running, server):
+        yield running.gateway, server
 
 
 def submit(gateway, body: dict) -> str:

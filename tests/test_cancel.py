@@ -16,7 +16,7 @@ from openpik.routing import DEFAULT_QUEUE
 from openpik.task_records import TaskStore
 from openpik.vocabulary import TaskStatus
 from tests.requests import txt2img
-from tests.stack import KEY_A, KEY_B, Gateway, Key, RedisServer, running_stack, stack_settings, wait_for
+from tests.stack import KEY_A, KEY_B, Gateway, Key, own_redis_stack, wait_for
 
 pytestmark = [pytest.mark.stack, pytest.mark.models]
 
@@ -29,14 +29,8 @@ NOT_FOUND = 250
 @pytest.fixture(scope="module")
 def stack(tiny_catalog_path, tmp_path_factory):
     """A gateway on a redis-server of its own (the shared one's databases are all taken), no worker yet."""
-    tmp = tmp_path_factory.mktemp("cancel")
-    server = RedisServer(tmp / "redis").start()
-    env = stack_settings(tiny_catalog_path, tmp, 0, progress_interval_s="0") | {"OPENPIK_REDIS_URL": server.url}
-    try:
-        with running_stack(env, tmp) as running:
-            yield running
-    finally:
-        server.stop()
+    with own_redis_stack(tiny_catalog_path, tmp_path_factory.mktemp("cancel"), progress_interval_s="0") as (running, _):
+        yield running
 
 
 @pytest.fixture(scope="module")

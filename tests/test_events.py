@@ -24,10 +24,8 @@ from tests.stack import (
     KEY_B,
     Gateway,
     Key,
-    RedisServer,
-    running_stack,
+    own_redis_stack,
     signed,
-    stack_settings,
     write_catalog_with_custom_model,
 )
 
@@ -43,13 +41,8 @@ def gateway(tiny_catalog_path, tmp_path_factory) -> Iterator[Gateway]:
     catalog = write_catalog_with_custom_model(tiny_catalog_path, tmp / "catalog.yaml", KEY_A.public)
     text = catalog.read_text()
     catalog.write_text(text.replace("model_code: tiny-sd15-b\n", "model_code: tiny-sd15-b\n  group: nobody\n"))
-    server = RedisServer(tmp / "redis").start()
-    env = stack_settings(catalog, tmp, 0, progress_interval_s="0") | {"OPENPIK_REDIS_URL": server.url}
-    try:
-        with running_stack(env, tmp, worker="events") as stack:
-            yield stack.gateway
-    finally:
-        server.stop()
+    with own_redis_stack(catalog, tmp, worker="events", progress_interval_s="0") as (stack, _):
+        yield stack.gateway
 
 
 def query(task_id: str, key: Key = KEY_A, **fields) -> dict[str, str]:

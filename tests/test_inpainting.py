@@ -21,7 +21,7 @@ from openpik.job import ModelRef
 from openpik.routing import DEFAULT_QUEUE
 from openpik.task_records import record_key
 from tests import mask_images
-from tests.stack import RedisServer, download_image, running_stack, stack_settings, wait_for
+from tests.stack import download_image, own_redis_stack, wait_for
 from worker.masks import soft_mask
 
 SIZE = (64, 64)
@@ -156,13 +156,8 @@ def test_a_transparent_area_is_repainted_over_its_background_and_opaque_pixels_k
 @pytest.fixture(scope="module")
 def stack(tiny_catalog_path, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("inpainting")
-    server = RedisServer(tmp / "redis").start()
-    env = stack_settings(tiny_catalog_path, tmp, 0, progress_interval_s="0") | {"OPENPIK_REDIS_URL": server.url}
-    try:
-        with running_stack(env, tmp, worker="inpainting") as running:
-            yield running.gateway, redis.Redis.from_url(server.url)
-    finally:
-        server.stop()
+    with own_redis_stack(tiny_catalog_path, tmp, worker="inpainting", progress_interval_s="0") as (running, server):
+        yield running.gateway, redis.Redis.from_url(server.url)
 
 
 def png(image: Image.Image) -> str:
